@@ -1,0 +1,1 @@
+"""Runtimes that run a VM: `process` (host processes), `qemu` and `cloud-hypervisor` (microVMs)."""
