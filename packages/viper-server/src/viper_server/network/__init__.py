@@ -1,0 +1,1 @@
+"""Host networking for microVMs: the bridge, one tap per VM, NAT and isolation rules."""
