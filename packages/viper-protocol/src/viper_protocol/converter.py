@@ -21,8 +21,8 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import attrs
 from cattrs import BaseValidationError, ForbiddenExtraKeysError
-from cattrs.errors import ClassValidationError, IterableValidationError
 from cattrs.cols import list_structure_factory, mapping_structure_factory
+from cattrs.errors import ClassValidationError, IterableValidationError, IterableValidationNote
 from cattrs.gen import make_dict_structure_fn
 from cattrs.preconf.json import JsonConverter
 from cattrs.preconf.json import make_converter as make_json_converter
@@ -125,8 +125,8 @@ def _check_json(value: object, depth: int = 0) -> None:
         raise WireTypeError("JSON nested too deeply")
     if value is None or type(value) in (str, int, bool):
         return
-    if type(value) is float:
-        if not math.isfinite(value):  # type: ignore[arg-type]
+    if isinstance(value, float):
+        if not math.isfinite(value):
             raise WireTypeError("expected a finite number")
         return
     if isinstance(value, list):
@@ -301,10 +301,10 @@ def _leaves(exc: BaseException, path: str) -> list[str]:
     if isinstance(exc, IterableValidationError | ClassValidationError):
         with_notes, without = exc.group_exceptions()
         for sub, note in with_notes:
-            if isinstance(exc, IterableValidationError):
-                sub_path = f"{path}[{note.index!r}]"  # type: ignore[attr-defined]
+            if isinstance(note, IterableValidationNote):
+                sub_path = f"{path}[{note.index!r}]"
             else:
-                sub_path = f"{path}.{note.name}"  # type: ignore[attr-defined]
+                sub_path = f"{path}.{note.name}"
             out.extend(_leaves(sub, sub_path))
         for sub in without:
             out.extend(_leaves(sub, path))

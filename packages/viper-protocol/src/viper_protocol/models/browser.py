@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 import attrs
 
 from viper_protocol.models.common import (
+    InvalidField,
     JSONObject,
     JSONValue,
-    InvalidField,
     float_range,
     int_range,
     str_length,
@@ -28,7 +29,7 @@ MAX_SELECTOR_LENGTH = 4096
 MAX_TEXT_LENGTH = 1 << 20
 
 
-def _url(_inst: object, attr: attrs.Attribute[object], value: object) -> None:
+def _url(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
     assert isinstance(value, str)
     if not value:
         raise InvalidField(attr.name, "must not be empty")
@@ -42,7 +43,8 @@ def _url(_inst: object, attr: attrs.Attribute[object], value: object) -> None:
 
 
 def _selector() -> str:
-    return attrs.field(validator=str_length(1, MAX_SELECTOR_LENGTH))  # type: ignore[no-any-return]
+    selector: str = attrs.field(validator=str_length(1, MAX_SELECTOR_LENGTH))
+    return selector
 
 
 class WaitUntil(enum.StrEnum):

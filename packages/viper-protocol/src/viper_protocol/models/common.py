@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, TypeAlias, Union
+from typing import TYPE_CHECKING, Any, TypeAlias, Union
 
 import attrs
 
 if TYPE_CHECKING:
-    JSONValue: TypeAlias = Union[
-        str, int, float, bool, None, list["JSONValue"], dict[str, "JSONValue"]
-    ]
+    JSONValue: TypeAlias = (
+        str | int | float | bool | list["JSONValue"] | dict[str, "JSONValue"] | None
+    )
 else:
     # Not recursive at run time: typing cannot resolve a recursive alias across modules, and
     # the converter checks JSON values with its own hook anyway.
-    JSONValue = Union[str, int, float, bool, None, list[object], dict[str, object]]
+    JSONValue = Union[str, int, float, bool, list[object], dict[str, object], None]  # noqa: UP007
 JSONObject: TypeAlias = dict[str, JSONValue]
 
-Validator: TypeAlias = Callable[[object, "attrs.Attribute[object]", object], None]
+# attrs types validators by the field's type; ours check several types, so they take Any.
+Validator: TypeAlias = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
 DEFAULT_TIMEOUT_MS = 30_000
 MAX_TIMEOUT_MS = 600_000
@@ -41,7 +42,7 @@ class InvalidField(ValueError):
 def int_range(low: int, high: int) -> Validator:
     """Validator: an int (or None, when the field is optional) within [low, high]."""
 
-    def check(_inst: object, attr: attrs.Attribute[object], value: object) -> None:
+    def check(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
         if value is None:
             return
         assert isinstance(value, int | float)
@@ -59,7 +60,7 @@ def float_range(low: float, high: float) -> Validator:
 def str_length(low: int, high: int) -> Validator:
     """Validator: a string whose length is within [low, high]."""
 
-    def check(_inst: object, attr: attrs.Attribute[object], value: object) -> None:
+    def check(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
         if value is None:
             return
         assert isinstance(value, str)
@@ -75,7 +76,7 @@ def matches(pattern: str, description: str) -> Validator:
     """Validator: a string matching `pattern` fully; the error says `description`."""
     compiled = re.compile(pattern)
 
-    def check(_inst: object, attr: attrs.Attribute[object], value: object) -> None:
+    def check(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
         if value is None:
             return
         assert isinstance(value, str)
@@ -89,7 +90,7 @@ LABEL_KEY = re.compile(r"[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?")
 MAX_LABELS = 64
 
 
-def labels(_inst: object, attr: attrs.Attribute[object], value: object) -> None:
+def labels(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
     """Validator: at most 64 labels, keys like `team` or `app.kubernetes.io/name`, short values."""
     assert isinstance(value, Mapping)
     if len(value) > MAX_LABELS:
@@ -107,4 +108,4 @@ def labels(_inst: object, attr: attrs.Attribute[object], value: object) -> None:
 
 def timeout_ms() -> int:
     """The `timeout_ms` field every agent action takes: 1 ms to 10 minutes, 30 s by default."""
-    return attrs.field(default=DEFAULT_TIMEOUT_MS, validator=int_range(1, MAX_TIMEOUT_MS))  # type: ignore[no-any-return]
+    return attrs.field(default=DEFAULT_TIMEOUT_MS, validator=int_range(1, MAX_TIMEOUT_MS))

@@ -105,7 +105,7 @@ class UnknownEvent(_EventFields):
     type: str = ""
 
 
-Event: TypeAlias = Union[
+Event: TypeAlias = Union[  # noqa: UP007 (a runtime union object, for cattrs)
     VMCreated, VMStarting, VMRunning, VMStopping, VMStopped, VMCrashed, VMDeleted, VMLog
 ]
 

@@ -22,7 +22,7 @@ MAX_TTL_SECONDS = 7 * 24 * 3600
 
 
 class VMStatus(enum.StrEnum):
-    """Where a VM is in its life: pending -> starting -> running -> stopping -> stopped | crashed."""
+    """A VM's place in its life: pending -> starting -> running -> stopping -> stopped/crashed."""
 
     PENDING = "pending"
     STARTING = "starting"
