@@ -104,15 +104,15 @@ def wheels(session: nox.Session) -> None:
                 uv, "pip", "install", "-q", "--python", python, "--find-links", str(dist), package
             )
             for command in COMMANDS[package]:
-                session.run(str(venv / "bin" / command), "--version")
-                session.run(str(venv / "bin" / command), "--help", silent=True)
+                session.run(str(venv / "bin" / command), "--version", external=True)
+                session.run(str(venv / "bin" / command), "--help", silent=True, external=True)
             check = (
                 "import importlib.util, sys\n"
                 f"bad = [m for m in {FORBIDDEN[package]!r} if importlib.util.find_spec(m)]\n"
                 "assert not bad, f'unexpected modules installed: {bad}'\n"
                 f"import {package.replace('-', '_')}\n"
             )
-            session.run(python, "-c", check)
+            session.run(python, "-c", check, external=True)
 
 
 @nox.session

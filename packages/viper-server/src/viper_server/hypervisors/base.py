@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 import attrs
+
 from viper_protocol.models.vms import RuntimeName
 
 
