@@ -31,6 +31,7 @@ class FakeServer:
     def __init__(self) -> None:
         self.vms: dict[str, VM] = {}
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
+        self.subscribers: list[asyncio.Queue[VM]] = []
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -38,7 +39,34 @@ class FakeServer:
         app.router.add_post("/api/v1/vms", self.create)
         app.router.add_get("/api/v1/vms/{name}", self.get)
         app.router.add_delete("/api/v1/vms/{name}", self.delete)
+        app.router.add_get("/api/v1/events", self.events)
         return app
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """A VM_CREATED event for each VM created while the stream is open."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        queue: asyncio.Queue[VM] = asyncio.Queue()
+        self.subscribers.append(queue)
+        seq = 0
+        try:
+            while True:
+                vm = await queue.get()
+                seq += 1
+                event = {
+                    "id": seq,
+                    "type": "VM_CREATED",
+                    "vm": vm.name,
+                    "status": "pending",
+                    "message": "created",
+                    "timestamp": vm.created_at.isoformat(),
+                    "data": {},
+                }
+                await resp.write(
+                    f"id: {seq}\nevent: VM_CREATED\ndata: {json.dumps(event)}\n\n".encode()
+                )
+        finally:
+            self.subscribers.remove(queue)
 
     async def _record(self, request: web.Request) -> Any:
         body = await request.json() if request.can_read_body else None
@@ -70,6 +98,8 @@ class FakeServer:
             updated_at=now,
         )
         self.vms[vm.name] = vm
+        for queue in self.subscribers:
+            queue.put_nowait(vm)
         return web.json_response(converter.unstructure(vm), status=201)
 
     async def get(self, request: web.Request) -> web.Response:

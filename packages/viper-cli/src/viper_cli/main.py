@@ -64,16 +64,18 @@ def coroutine_command(
 @click.pass_context
 def cli(ctx: click.Context, api_base: str, api_key: str | None, json_output: bool) -> None:
     """Viper: one isolated headless Chromium per microVM, driven through one server."""
-    ctx.obj = ClientContext(api_base=api_base, api_key=api_key or None, json_output=json_output)
+    if not isinstance(ctx.obj, ClientContext):  # the shell passes its own
+        ctx.obj = ClientContext(api_base=api_base, api_key=api_key or None, json_output=json_output)
 
 
 def register_commands() -> None:
     """Attach the command groups (import late: they import this module)."""
-    from viper_cli.commands import browsers, system, vms
+    from viper_cli.commands import browsers, shell, system, vms
 
     cli.add_command(vms.vms)
     cli.add_command(browsers.browsers)
     cli.add_command(system.system)
+    cli.add_command(shell.shell)
 
 
 register_commands()

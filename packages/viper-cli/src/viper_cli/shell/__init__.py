@@ -1,0 +1,1 @@
+"""The interactive shell: the same commands as `viper`, with live events and completion."""
