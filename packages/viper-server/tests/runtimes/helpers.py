@@ -1,0 +1,83 @@
+"""Helpers for the runtime tests: namespaces, commands run inside them, the guest image."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[4]
+IMAGE_FILES = ("vmlinuz", "initrd.img", "rootfs.ext4")
+
+
+def can_netns() -> tuple[bool, str]:
+    """Whether this process may create network namespaces, and if not why."""
+    if os.geteuid() != 0:
+        return False, "needs root to create network namespaces"
+    if shutil.which("ip") is None:
+        return False, "needs iproute2's `ip`"
+    return True, ""
+
+
+def run_in(ns: str, *argv: str, check: bool = True, input: str | None = None) -> str:
+    """Run a command inside namespace `ns` and return its stdout."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        input=input,
+        timeout=60,
+    )
+    if check and out.returncode != 0:
+        raise AssertionError(f"{argv} failed ({out.returncode}): {out.stdout}{out.stderr}")
+    return out.stdout
+
+
+def python_in(ns: str, code: str, *args: str, timeout: float = 60.0) -> str:
+    """Run Python code (this interpreter) inside namespace `ns`; return stdout+stderr."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+    return out.stdout + out.stderr
+
+
+def make_netns() -> str:
+    """Create a fresh namespace `viper-t-<random>` with loopback up."""
+    name = f"viper-t-{secrets.token_hex(4)}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    return name
+
+
+def delete_netns(name: str) -> None:
+    """Kill what still runs in namespace `name` (only tests start things there), delete it."""
+    pids = subprocess.run(
+        ["ip", "netns", "pids", name], capture_output=True, text=True, check=False
+    ).stdout.split()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
+def find_images() -> Path | None:
+    """The guest image directory: $VIPER_IMAGES, build/artifacts, then ~/.viper/images."""
+    candidates = [
+        os.environ.get("VIPER_IMAGES"),
+        str(REPO / "build" / "artifacts"),
+        str(Path("~/.viper/images").expanduser()),
+    ]
+    for c in candidates:
+        if c and all((Path(c) / f).is_file() for f in IMAGE_FILES):
+            return Path(c)
+    return None
