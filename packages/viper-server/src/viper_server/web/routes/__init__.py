@@ -1,0 +1,1 @@
+"""Route tables, one module per surface; each exposes `routes = web.RouteTableDef()`."""
