@@ -1,0 +1,7 @@
+"""Placeholder for the screenshot surface."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+routes = web.RouteTableDef()
