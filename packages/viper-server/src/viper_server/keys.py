@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from viper_server.orchestrator.engine import Engine
 
 config_key = web.AppKey("config_key", ServerConfig)
-engine_key = web.AppKey["Engine"]("engine_key")
+engine_key: web.AppKey[Engine] = web.AppKey("engine_key")
 proxy_session_key = web.AppKey("proxy_session_key", aiohttp.ClientSession)
 """The ClientSession the agent passthrough and the DevTools proxy use (no total timeout)."""
 streams_key = web.AppKey("streams_key", StreamRegistry)

@@ -79,7 +79,8 @@ def _assert_error(body: Any, code: str) -> dict[str, Any]:
     error = body["error"]
     assert set(error) == {"code", "message", "details"}
     assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["message"], str)
+    assert error["message"]
     assert isinstance(error["details"], dict)
     return error  # type: ignore[no-any-return]
 

@@ -58,10 +58,10 @@ class MetricsText:
     def counter(
         self, name: str, help_text: str, samples: Mapping[tuple[tuple[str, str], ...], float]
     ) -> None:
-        """A counter family; `name` without `_total`, which is appended to each sample."""
-        full = self._header(name, "counter", help_text)
+        """A counter family; `name` without `_total`, which is appended (as 0.0.4 writers do)."""
+        full = self._header(f"{name}_total", "counter", help_text)
         for labels, value in samples.items():
-            self._lines.append(f"{full}_total{_labels(dict(labels))} {_number(value)}")
+            self._lines.append(f"{full}{_labels(dict(labels))} {_number(value)}")
 
     def histogram(
         self,
@@ -79,7 +79,7 @@ class MetricsText:
         full = self._header(name, "histogram", help_text)
         for bound, n in zip(buckets, cumulative, strict=True):
             if not math.isinf(bound):
-                self._lines.append(f'{full}_bucket{{le="{_number(bound)}"}} {n}')
+                self._lines.append(f'{full}_bucket{{le="{float(bound)!r}"}} {n}')
         self._lines.append(f'{full}_bucket{{le="+Inf"}} {count}')
         self._lines.append(f"{full}_sum {_number(total)}")
         self._lines.append(f"{full}_count {count}")

@@ -14,9 +14,11 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from ipaddress import ip_address
+from typing import cast
 from urllib.parse import urlsplit
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
 from cattrs import BaseValidationError
 
 from viper_protocol.converter import WireTypeError, converter, format_validation_error
@@ -28,7 +30,7 @@ from viper_protocol.errors import (
     UnsupportedMediaType,
     ViperError,
 )
-from viper_protocol.models.common import InvalidField, JSONObject
+from viper_protocol.models.common import InvalidField, JSONObject, JSONValue
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +73,8 @@ def _http_exception_response(exc: web.HTTPException, request: web.Request) -> we
     details: JSONObject = {}
     if isinstance(exc, web.HTTPMethodNotAllowed):
         message = f"method {request.method} is not allowed on {request.path}"
-        details = {"allowed": sorted(exc.allowed_methods)}
+        allowed = cast("list[JSONValue]", sorted(exc.allowed_methods))
+        details = {"allowed": allowed}
     elif status == 404:
         message = f"no route matches {request.method} {request.path}"
     else:
@@ -102,12 +105,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return viper_error_response(err)
     except (BaseValidationError, WireTypeError) as exc:
         # A wrong top-level type (an array where an object belongs) is not wrapped by cattrs.
-        errors: list[object] = list(format_validation_error(exc))
+        errors: list[JSONValue] = list(format_validation_error(exc))
         return error_response(
             422, "validation_failed", "the request is not valid", {"errors": errors}
         )
     except InvalidField as exc:
-        lines: list[object] = [f"{exc.message} @ $.{exc.field}"]
+        lines: list[JSONValue] = [f"{exc.message} @ $.{exc.field}"]
         return error_response(
             422, "validation_failed", "the request is not valid", {"errors": lines}
         )
@@ -136,7 +139,7 @@ def _presented_key(request: web.Request) -> str | None:
 
 def auth_middleware(
     api_key: str | None,
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+) -> Middleware:
     """Require `Authorization: Bearer KEY` on every route but `/healthz` when a key is set.
 
     The DevTools proxy and WebSocket routes also take `?token=KEY`, because DevTools clients

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, TypeVar, get_args, get_type_hints
 
 import attrs
 from aiohttp import hdrs, web
 
 from viper_protocol.errors import ErrorEnvelope
 from viper_protocol.models import browser
+from viper_protocol.models.events import Event
 from viper_protocol.models.vms import NAME_PATTERN, CreateVMRequest
 from viper_server import __version__
 from viper_server.web.middleware import PUBLIC_PATHS
@@ -112,7 +113,8 @@ _ERROR_TEXT = {
 
 
 def _operation_id(method: str, path: str) -> str:
-    return f"{method.lower()}_{re.sub(r'[^A-Za-z0-9]+', '_', path).strip('_')}"
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", path).strip("_")
+    return f"{method.lower()}_{slug}{'_slash' if path.endswith('/') else ''}"
 
 
 def _path_params(path: str) -> list[Schema]:
@@ -121,6 +123,8 @@ def _path_params(path: str) -> list[Schema]:
         schema: Schema = {"type": "string"}
         if name == "name":
             schema["pattern"] = f"^{NAME_PATTERN}$"
+        elif name == "kind":
+            schema["enum"] = ["browser", "page"]
         params.append({"name": name, "in": "path", "required": True, "schema": schema})
     return params
 
@@ -176,6 +180,8 @@ def build_openapi(
         strict_models: request models, whose schemas forbid properties they do not name.
     """
     registry = SchemaRegistry(strict=strict_models)
+    # What the event streams carry (SSE `data:` and WebSocket frames), for clients to use.
+    registry.one_of("Event", get_args(Event))
     paths: dict[str, dict[str, Schema]] = {}
     for route in app.router.routes():
         if route.method in (hdrs.METH_HEAD, hdrs.METH_ANY) or route.resource is None:

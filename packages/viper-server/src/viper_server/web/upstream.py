@@ -88,6 +88,6 @@ async def agent_call(
         # Only client-side errors: a write to our own caller failing (ConnectionResetError)
         # is not the agent's fault and propagates as is.
         raise AgentUnavailable(
-            f"the agent of VM {name!r} is unreachable: {exc or type(exc).__name__}",
+            f"the agent of VM {name!r} is unreachable: {str(exc) or type(exc).__name__}",
             {"vm": name},
         ) from None

@@ -212,7 +212,7 @@ async def devtools_ws(request: web.Request) -> web.StreamResponse:
     except (aiohttp.ClientError, TimeoutError) as exc:
         status = getattr(exc, "status", None)
         raise AgentUnavailable(
-            f"cannot open the DevTools WebSocket of VM {name!r}: {exc or type(exc).__name__}",
+            f"cannot open the DevTools WebSocket of VM {name!r}: {str(exc) or type(exc).__name__}",
             {"vm": name, "upstream_status": status},
         ) from None
     client = web.WebSocketResponse(max_msg_size=0, autoclose=False, compress=False)

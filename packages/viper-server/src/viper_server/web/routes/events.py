@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import cast
 
 import attrs
 from aiohttp import web
@@ -18,6 +19,7 @@ from aiohttp_sse import EventSourceResponse
 
 from viper_protocol.converter import converter, dumps, strict_converter, structure_query
 from viper_protocol.errors import BadRequest
+from viper_protocol.models.common import JSONValue
 from viper_protocol.models.events import Event, EventType
 from viper_server.events import Subscription
 from viper_server.keys import engine_key, streams_key
@@ -54,9 +56,8 @@ def parse_filters(
         known = {str(t) for t in EventType}
         unknown = sorted(set(types) - known)
         if unknown:
-            raise BadRequest(
-                f"unknown event type(s): {', '.join(unknown)}", {"known": sorted(known)}
-            )
+            allowed = cast("list[JSONValue]", sorted(known))
+            raise BadRequest(f"unknown event type(s): {', '.join(unknown)}", {"known": allowed})
     after = query.after
     if last_event_id:
         try:

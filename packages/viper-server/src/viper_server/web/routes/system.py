@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 from aiohttp import web
 
 from viper_protocol.converter import converter
@@ -46,7 +44,7 @@ async def metrics(request: web.Request) -> web.Response:
     """VMs by status, creates, failures, start latency, proxy connections, event streams."""
     engine = request.app[engine_key]
     stats = request.app[proxy_stats_key]
-    by_status = Counter(vm.status for vm in await engine.list_vms(None))
+    by_status = await engine.status_counts()
     out = MetricsText()
     out.gauge(
         "vms",
