@@ -1,0 +1,185 @@
+"""The `process` runtime: the agent and its Chromium as plain host processes (not isolated).
+
+For laptops and CI without KVM. Each "VM" is `viper-agent --host 127.0.0.1 --port <free port>`
+in its own session and process group, output appended to the VM's log file, `TMPDIR` pointed
+at the VM's run directory (so the browser profile goes where the engine cleans up). It needs
+no IP lease and no tap. Shutdown sends SIGTERM to the agent (which closes Chromium), then
+SIGKILLs the whole group; adopting checks that the PID is alive with the stored command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import socket
+from pathlib import Path
+
+from viper_protocol.errors import LaunchFailed
+from viper_protocol.models.vms import RuntimeName
+from viper_server.config import ServerConfig
+from viper_server.hypervisors.base import AdoptSpec, LaunchSpec, VMProcess
+from viper_server.hypervisors.hostproc import HostProcess, pid_alive, pid_cmdline, spawn
+
+logger = logging.getLogger(__name__)
+
+# A launched agent that dies within this long counts as a failed launch, not a crash.
+EARLY_EXIT_WINDOW = 0.1
+
+
+def free_loopback_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class AgentProcess:
+    """A `VMProcess`: one agent process (group) on a loopback port."""
+
+    def __init__(self, proc: HostProcess, *, command: list[str], agent_url: str) -> None:
+        self._proc = proc
+        self._command = list(command)
+        self._agent_url = agent_url
+
+    @property
+    def pid(self) -> int:
+        """The agent's PID (also its process group id)."""
+        return self._proc.pid
+
+    @property
+    def command(self) -> list[str]:
+        """The exact command line, as /proc shows it."""
+        return list(self._command)
+
+    @property
+    def agent_url(self) -> str:
+        """`http://127.0.0.1:<port>`."""
+        return self._agent_url
+
+    @property
+    def api_socket(self) -> Path | None:
+        """None: an agent process has no VMM control socket."""
+        return None
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once gone (None while running, or when adopted)."""
+        return self._proc.returncode
+
+    @property
+    def exited(self) -> bool:
+        """True once the process is gone."""
+        return self._proc.exited
+
+    async def wait(self) -> int:
+        """Wait for the agent to exit; see `HostProcess.wait`."""
+        return await self._proc.wait()
+
+    async def shutdown(self, *, hard: bool = False, timeout: float = 10.0) -> int:
+        """SIGTERM the agent (unless `hard`), wait up to `timeout`, then SIGKILL the group."""
+        return await self._proc.stop(hard=hard, timeout=timeout)
+
+    def output_tail(self, lines: int = 20) -> list[str]:
+        """The last lines the agent and Chromium wrote."""
+        return self._proc.output_tail(lines)
+
+    def detach(self) -> None:
+        """Stop watching, leave the process running (for a later server to adopt)."""
+        self._proc.close()
+
+
+class ProcessHypervisor:
+    """The `process` runtime."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self._agent_command = list(config.agent_command)
+
+    @property
+    def name(self) -> RuntimeName:
+        """`process`."""
+        return RuntimeName.PROCESS
+
+    @property
+    def isolated(self) -> bool:
+        """False: the browser runs on the host as the server's user."""
+        return False
+
+    @property
+    def needs_network(self) -> bool:
+        """False: the agent listens on a loopback port; no lease, no tap."""
+        return False
+
+    def _resolved_command(self) -> list[str] | None:
+        exe = self._agent_command[0]
+        path = exe if os.sep in exe else shutil.which(exe)
+        if path is None or not os.access(path, os.X_OK):
+            return None
+        return [path, *self._agent_command[1:]]
+
+    def availability(self) -> tuple[bool, str | None]:
+        """Available when the `viper-agent` command can be run."""
+        if self._resolved_command() is None:
+            return (
+                False,
+                f"agent command {self._agent_command[0]!r} not found (install viper-agent)",
+            )
+        return True, None
+
+    async def launch(self, spec: LaunchSpec) -> VMProcess:
+        """Start the agent on a free loopback port.
+
+        Raises:
+            LaunchFailed: the agent command is missing or exited at once.
+        """
+        base = self._resolved_command()
+        if base is None:
+            raise LaunchFailed(
+                f"agent command {self._agent_command[0]!r} not found",
+                command=self._agent_command,
+            )
+        port = free_loopback_port()
+        command = [*base, "--host", "127.0.0.1", "--port", str(port)]
+        env = dict(os.environ)
+        env["TMPDIR"] = str(spec.run_dir)
+        env["VIPER_VM_NAME"] = spec.name
+        try:
+            pid = spawn(command, log_path=spec.log_path, env=env)
+        except OSError as exc:
+            raise LaunchFailed(
+                f"cannot run the agent: {exc.strerror or exc}", command=command
+            ) from exc
+        proc = HostProcess(pid, child=True, log_path=spec.log_path)
+        try:
+            async with asyncio.timeout(EARLY_EXIT_WINDOW):
+                code = await proc.wait()
+        except TimeoutError:
+            pass
+        else:
+            raise LaunchFailed(
+                f"the agent exited at once with status {code}",
+                exit_code=code,
+                command=command,
+                output_tail=proc.output_tail(),
+            )
+        logger.info("started agent for %s: pid %d on port %d", spec.name, pid, port)
+        return AgentProcess(proc, command=command, agent_url=f"http://127.0.0.1:{port}")
+
+    async def adopt(self, spec: AdoptSpec) -> VMProcess | None:
+        """Watch an agent an earlier server started, if it is still the same process."""
+        if not pid_alive(spec.pid):
+            return None
+        if pid_cmdline(spec.pid) != spec.command:
+            logger.warning(
+                "pid %d of %s runs something else now; not adopting it", spec.pid, spec.name
+            )
+            return None
+        proc = HostProcess(spec.pid, child=False, log_path=spec.log_path)
+        return AgentProcess(proc, command=spec.command, agent_url=spec.agent_url)
+
+
+def create(config: ServerConfig) -> ProcessHypervisor:
+    """The registry's factory for this runtime."""
+    return ProcessHypervisor(config)
