@@ -59,14 +59,17 @@ def make_netns() -> str:
     return name
 
 
+def netns_pids(name: str) -> list[int]:
+    """The PIDs of the processes running inside namespace `name`."""
+    out = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, check=False)
+    return [int(p) for p in out.stdout.split()]
+
+
 def delete_netns(name: str) -> None:
     """Kill what still runs in namespace `name` (only tests start things there), delete it."""
-    pids = subprocess.run(
-        ["ip", "netns", "pids", name], capture_output=True, text=True, check=False
-    ).stdout.split()
-    for pid in pids:
+    for pid in netns_pids(name):
         with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pid), signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
     subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
 
 
