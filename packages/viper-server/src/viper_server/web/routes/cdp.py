@@ -162,6 +162,22 @@ async def json_alias(request: web.Request) -> web.Response:
     return await _discovery(request, "/json/list")
 
 
+@routes.get(f"{CDP}/json/protocol")
+@operation(
+    summary="The browser's DevTools protocol description (JSON), unchanged",
+    tag="devtools",
+    errors=(404, 409, 502, 504),
+)
+async def json_protocol(request: web.Request) -> web.Response:
+    """Chromium's `/json/protocol`, relayed as is (it holds no URLs)."""
+    base = await agent_base(request)
+    async with agent_call(
+        request, "GET", f"{base}/json/protocol", timeout=DISCOVERY_TIMEOUT
+    ) as response:
+        body = await response.read()
+        return web.Response(body=body, status=response.status, content_type=response.content_type)
+
+
 def _sendable(code: int | None) -> int:
     if code is None:
         return 1000
