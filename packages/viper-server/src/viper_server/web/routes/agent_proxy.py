@@ -54,6 +54,11 @@ class Passthrough:
     transform: Transform | None = None
 
 
+def _params(request: web.Request) -> dict[str, str]:
+    """The query to forward: everything but `token` (the server's API key, not the agent's)."""
+    return {k: v for k, v in request.query.items() if k != "token"}
+
+
 def _timeout_of(request: web.Request, body: bytes | None) -> float:
     value: object = None
     if body:
@@ -93,7 +98,7 @@ def _make_handler(spec: Passthrough) -> Handler:
             request.method,
             base + spec.agent_path.format_map(request.match_info),
             data=body or None,
-            params=request.query,
+            params=_params(request),
             headers=headers,
             timeout=_timeout_of(request, body),
         ) as upstream:
@@ -201,7 +206,7 @@ async def logs(request: web.Request) -> web.StreamResponse:
     engine = request.app[engine_key]
     headers = {h: request.headers[h] for h in _REQUEST_HEADERS if h in request.headers}
     async with agent_call(
-        request, "GET", f"{base}/v1/logs/stream", params=request.query, headers=headers,
+        request, "GET", f"{base}/v1/logs/stream", params=_params(request), headers=headers,
         timeout=None,
     ) as upstream:  # fmt: skip
         if upstream.status != 200:

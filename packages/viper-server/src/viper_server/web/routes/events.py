@@ -49,7 +49,9 @@ def parse_filters(
         cattrs.BaseValidationError: an unknown query parameter or a wrong type.
         BadRequest: an unknown event type or a `Last-Event-ID` that is not a number.
     """
-    query = structure_query(strict_converter, request.query, EventsQuery)
+    # `token` is the API key of clients that cannot set headers; it is not a filter.
+    params = {k: v for k, v in request.query.items() if k != "token"}
+    query = structure_query(strict_converter, params, EventsQuery)
     types = None
     if query.types:
         types = [t.strip() for t in query.types.split(",") if t.strip()]
