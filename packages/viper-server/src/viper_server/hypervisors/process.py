@@ -2,7 +2,8 @@
 
 For laptops and CI without KVM. Each "VM" is `viper-agent --host 127.0.0.1 --port <free port>`
 in its own session and process group, output appended to the VM's log file, `TMPDIR` pointed
-at the VM's run directory (so the browser profile goes where the engine cleans up). It needs
+at a short per-VM directory `/tmp/viper-<id>` (the browser profile goes there; it must be short
+because Chromium puts a Unix socket in it), removed once the agent is gone. It needs
 no IP lease and no tap. Shutdown sends SIGTERM to the agent (which closes Chromium), then
 SIGKILLs the whole group; adopting checks that the PID is alive with the stored command line.
 """
@@ -14,6 +15,7 @@ import logging
 import os
 import shutil
 import socket
+import tempfile
 from pathlib import Path
 
 from viper_protocol.errors import LaunchFailed
@@ -36,13 +38,26 @@ def free_loopback_port() -> int:
         return port
 
 
+def agent_tmp_dir(vm_id: str) -> Path:
+    """The agent's TMPDIR: short, because Chromium creates a Unix socket beneath it."""
+    return Path(tempfile.gettempdir()) / f"viper-{vm_id[:16]}"
+
+
 class AgentProcess:
     """A `VMProcess`: one agent process (group) on a loopback port."""
 
-    def __init__(self, proc: HostProcess, *, command: list[str], agent_url: str) -> None:
+    def __init__(
+        self,
+        proc: HostProcess,
+        *,
+        command: list[str],
+        agent_url: str,
+        tmp_dir: Path | None = None,
+    ) -> None:
         self._proc = proc
         self._command = list(command)
         self._agent_url = agent_url
+        self._tmp_dir = tmp_dir
 
     @property
     def pid(self) -> int:
@@ -79,8 +94,15 @@ class AgentProcess:
         return await self._proc.wait()
 
     async def shutdown(self, *, hard: bool = False, timeout: float = 10.0) -> int:
-        """SIGTERM the agent (unless `hard`), wait up to `timeout`, then SIGKILL the group."""
-        return await self._proc.stop(hard=hard, timeout=timeout)
+        """SIGTERM the agent (unless `hard`), wait up to `timeout`, then SIGKILL the group.
+
+        Always removes the agent's temporary directory once the process is gone.
+        """
+        try:
+            return await self._proc.stop(hard=hard, timeout=timeout)
+        finally:
+            if self._tmp_dir is not None and self._proc.exited:
+                shutil.rmtree(self._tmp_dir, ignore_errors=True)
 
     def output_tail(self, lines: int = 20) -> list[str]:
         """The last lines the agent and Chromium wrote."""
@@ -142,12 +164,15 @@ class ProcessHypervisor:
             )
         port = free_loopback_port()
         command = [*base, "--host", "127.0.0.1", "--port", str(port)]
+        tmp_dir = agent_tmp_dir(spec.vm_id)
+        tmp_dir.mkdir(mode=0o700, exist_ok=True)
         env = dict(os.environ)
-        env["TMPDIR"] = str(spec.run_dir)
+        env["TMPDIR"] = str(tmp_dir)
         env["VIPER_VM_NAME"] = spec.name
         try:
             pid = spawn(command, log_path=spec.log_path, env=env)
         except OSError as exc:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
             raise LaunchFailed(
                 f"cannot run the agent: {exc.strerror or exc}", command=command
             ) from exc
@@ -158,14 +183,20 @@ class ProcessHypervisor:
         except TimeoutError:
             pass
         else:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
             raise LaunchFailed(
                 f"the agent exited at once with status {code}",
                 exit_code=code,
                 command=command,
                 output_tail=proc.output_tail(),
             )
+        # Store what /proc shows (a script's shebang interpreter comes first), so a restarted
+        # server can compare like with like.
+        command = pid_cmdline(pid) or command
         logger.info("started agent for %s: pid %d on port %d", spec.name, pid, port)
-        return AgentProcess(proc, command=command, agent_url=f"http://127.0.0.1:{port}")
+        return AgentProcess(
+            proc, command=command, agent_url=f"http://127.0.0.1:{port}", tmp_dir=tmp_dir
+        )
 
     async def adopt(self, spec: AdoptSpec) -> VMProcess | None:
         """Watch an agent an earlier server started, if it is still the same process."""
@@ -177,7 +208,16 @@ class ProcessHypervisor:
             )
             return None
         proc = HostProcess(spec.pid, child=False, log_path=spec.log_path)
-        return AgentProcess(proc, command=spec.command, agent_url=spec.agent_url)
+        return AgentProcess(
+            proc,
+            command=spec.command,
+            agent_url=spec.agent_url,
+            tmp_dir=agent_tmp_dir(spec.vm_id),
+        )
+
+    async def cleanup(self, vm_id: str) -> None:
+        """Remove what a VM of this runtime may have left on the host (its temp directory)."""
+        shutil.rmtree(agent_tmp_dir(vm_id), ignore_errors=True)
 
 
 def create(config: ServerConfig) -> ProcessHypervisor:

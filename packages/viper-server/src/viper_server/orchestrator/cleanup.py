@@ -74,6 +74,12 @@ async def release_leftovers(engine: Engine, record: VMRecord) -> None:
             await engine.network.delete_tap(tap_name(record.id))
         except Exception:
             logger.exception("cannot delete the tap of %s", record.name)
+    leftovers = getattr(hv, "cleanup", None)
+    if leftovers is not None:
+        try:
+            await leftovers(record.id)
+        except Exception:
+            logger.exception("runtime cleanup of %s failed", record.name)
     if record.run_dir is not None:
         remove_tree(record.run_dir)
     if record.log_path is not None:
