@@ -218,6 +218,15 @@ class Browser:
         if future is not None:
             future.cancel()
 
+    async def add_new_document_script(self, source: str) -> None:
+        """Run `source` before the page's own scripts in every document of every tab, and now."""
+        self.new_document_scripts.append(source)
+        for info in self.pages():
+            session = (await self.page(info.target_id)).session
+            with contextlib.suppress(CDPError):
+                await session.execute(page.add_script_to_evaluate_on_new_document(source=source))
+                await session.execute(runtime.evaluate(expression=source))
+
     def _add_target_id(self, target_id: str) -> None:
         if target_id not in self._pages:
             info = target.TargetInfo(

@@ -118,10 +118,11 @@ async def devtools_socket(request: web.Request) -> web.StreamResponse:
             upstream_url, max_msg_size=MAX_MESSAGE, compress=0, autoping=True
         )
     except aiohttp.WSServerHandshakeError as exc:
+        # Chromium is up (its endpoint is known) but refuses the upgrade: no such target.
         await http.close()
-        if exc.status == 404 or exc.status == 400:
-            raise NotFound(f"Chromium has no {kind} target {target_id!r}") from exc
-        raise BrowserUnavailable(f"Chromium refused the DevTools socket: {exc}") from exc
+        raise NotFound(
+            f"Chromium has no {kind} target {target_id!r}", {"upstream_status": exc.status}
+        ) from exc
     except (aiohttp.ClientError, OSError) as exc:
         await http.close()
         raise BrowserUnavailable(f"cannot reach Chromium's DevTools socket: {exc}") from exc

@@ -1,0 +1,1 @@
+"""What the agent does to pages, apart from HTTP: navigation, DOM, script, capture, profile."""
