@@ -89,6 +89,7 @@ class SleepRuntime:
     agent_url: str
     runtime_name: RuntimeName = RuntimeName.QEMU
     fail_launch: bool = False
+    launch_delay: float = 0.0
     launched: list[LaunchSpec] = attrs.field(factory=list)
     pids: list[int] = attrs.field(factory=list)
 
@@ -110,6 +111,7 @@ class SleepRuntime:
     async def launch(self, spec: LaunchSpec) -> VMProcess:
         if self.fail_launch:
             raise LaunchFailed("launch refused (test)", command=[SLEEP])
+        await asyncio.sleep(self.launch_delay)
         assert spec.ip is not None
         assert spec.tap is not None
         self.launched.append(spec)
@@ -188,7 +190,9 @@ def config(tmp_path: Path) -> ServerConfig:
         runtime="process",
         reaper_interval=0.2,
         stop_timeout=5.0,
-        ready_timeouts={RuntimeName.PROCESS: 30.0, RuntimeName.QEMU: 5.0},
+        health_interval=0.3,
+        browser_down_timeout=1.5,
+        ready_timeouts={RuntimeName.PROCESS: 30.0, RuntimeName.QEMU: 2.0},
     )
 
 

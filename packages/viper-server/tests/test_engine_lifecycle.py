@@ -214,3 +214,32 @@ async def test_delete_while_starting(double_engine: Engine, stand_in_agent: Stan
     final = await engine.delete_vm("early")
     assert final.status is VMStatus.STOPPED
     assert await engine.store.leases() == {}
+
+
+async def test_browser_down_for_good_is_a_crash(
+    double_engine: Engine, stand_in_agent: StandInAgent
+) -> None:
+    engine = double_engine
+    await engine.create_vm(CreateVMRequest(name="flaky"), wait=True)
+    async with engine.bus.subscribe(types=[EventType.VM_CRASHED], vm="flaky") as sub:
+        stand_in_agent.browser_status = "crashed"
+        event = await sub.get(timeout=5.0)
+    assert "browser crashed" in event.message
+    assert (await engine.get_vm("flaky")).status is VMStatus.CRASHED
+    assert await engine.store.leases() == {}
+
+
+async def test_cancelled_create_leaves_nothing(
+    double_engine: Engine, sleep_runtime: SleepRuntime, fake_network: FakeNetwork
+) -> None:
+    engine = double_engine
+    sleep_runtime.launch_delay = 5.0
+    task = asyncio.create_task(engine.create_vm(CreateVMRequest(name="abandoned")))
+    await wait_until(lambda: bool(fake_network.created), timeout=5.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await engine.list_vms() == []
+    assert await engine.store.leases() == {}
+    assert fake_network.taps == set()
+    assert list(engine.config.run_root.iterdir()) == []

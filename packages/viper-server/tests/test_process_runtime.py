@@ -107,6 +107,26 @@ async def test_agent_kill_is_reported_crashed(engine: Engine) -> None:
     await engine.delete_vm("fragile")
 
 
+async def test_chromium_crash_is_restarted_and_reported(engine: Engine) -> None:
+    await engine.create_vm(CreateVMRequest(name="phoenix"), wait=True)
+    health = await engine.agent.health(await engine.agent_url("phoenix"))
+    chromium_pid = health.browser.pid
+    assert chromium_pid is not None
+    async with engine.bus.subscribe(types=[EventType.VM_LOG], vm="phoenix") as sub:
+        os.kill(chromium_pid, signal.SIGKILL)
+        event = await sub.get(timeout=10.0)
+    assert "Chromium restarted" in event.message
+    assert (await engine.get_vm("phoenix")).status is VMStatus.RUNNING
+    async with asyncio.timeout(10):
+        while True:
+            health = await engine.agent.health(await engine.agent_url("phoenix"))
+            if health.browser.status is BrowserStatus.RUNNING:
+                break
+            await asyncio.sleep(0.1)
+    assert health.browser.pid != chromium_pid
+    assert (await engine.get_vm("phoenix")).status is VMStatus.RUNNING
+
+
 CHILD = textwrap.dedent(
     """
     import asyncio, json, sys

@@ -88,6 +88,10 @@ class ServerConfig:
         ready_timeouts: per runtime, seconds from launch to a browser that answers.
         reaper_interval: seconds between checks for expired and idle VMs.
         stop_timeout: seconds a graceful stop may take before the process is killed.
+        health_interval: seconds between health checks of a running VM's agent.
+        browser_down_timeout: a running VM whose browser stays down (or whose agent stays
+            unreachable) this long is marked crashed; shorter outages, such as the agent
+            restarting a crashed Chromium, are only reported as `VM_LOG` events.
     """
 
     host: str = "127.0.0.1"
@@ -106,6 +110,8 @@ class ServerConfig:
     )
     reaper_interval: float = 1.0
     stop_timeout: float = 10.0
+    health_interval: float = 2.0
+    browser_down_timeout: float = 30.0
 
     @property
     def db_path(self) -> Path:

@@ -435,8 +435,57 @@ class Engine:
         handle.touch()
         self.metrics.start_seconds.observe(time.monotonic() - handle.created_monotonic)
         handle.log.info("running (%s)", record.agent_url)
+        self.start_monitor(handle, restarts=0)
         if not handle.ready.done():
             handle.ready.set_result(None)
+
+    def start_monitor(self, handle: VMHandle, *, restarts: int | None = None) -> None:
+        """Start watching a running VM's browser through its agent's health endpoint.
+
+        `restarts` is the browser restart count known so far (None: take the first answer).
+        """
+        handle.monitor = asyncio.create_task(
+            self._monitor(handle, restarts), name=f"vm-health:{handle.id}"
+        )
+
+    async def _monitor(self, handle: VMHandle, restarts: int | None) -> None:
+        """Bottom half: report browser restarts as `VM_LOG`; a browser down for good is a crash."""
+        proc = handle.proc
+        assert proc is not None
+        down_since: float | None = None
+        while True:
+            await asyncio.sleep(self.config.health_interval)
+            try:
+                health = await self.agent.health(proc.agent_url, timeout=HEALTH_CALL_TIMEOUT)
+            except (AgentUnavailable, AgentTimeout) as exc:
+                state = f"agent unreachable: {exc.message}"
+                up = False
+            else:
+                browser = health.browser
+                state = f"browser {browser.status}"
+                up = browser.status is BrowserStatus.RUNNING
+                if restarts is not None and browser.restarts > restarts:
+                    line = (
+                        f"Chromium restarted by the agent (restart {browser.restarts},"
+                        f" last exit code {browser.last_exit_code})"
+                    )
+                    handle.log.warning("%s", line)
+                    await self._log_event(handle, line, restarts=browser.restarts)
+                restarts = browser.restarts
+            if up:
+                down_since = None
+                continue
+            now = time.monotonic()
+            down_since = down_since if down_since is not None else now
+            if now - down_since >= self.config.browser_down_timeout:
+                await self._crash(handle, f"{state} for {now - down_since:.0f}s")
+                return
+
+    async def _log_event(self, handle: VMHandle, line: str, **data: int | str) -> None:
+        record = await self.store.get_vm(handle.id)
+        assert record is not None
+        payload: JSONObject = {"stream": "server", "line": line, **data}
+        await self._emit(EventType.VM_LOG, record, line, payload)
 
     async def _forget_failed(self, handle: VMHandle, exc: BaseException) -> None:
         """After a create that raised: the caller got the error, so the VM goes away too."""

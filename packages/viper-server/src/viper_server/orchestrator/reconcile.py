@@ -84,6 +84,7 @@ async def _resume(engine: Engine, record: VMRecord, proc: VMProcess) -> VMHandle
     handle.watcher = asyncio.create_task(engine._watch(handle, proc), name=f"vm-watch:{record.id}")
     if record.status is VMStatus.RUNNING:
         handle.ready.set_result(None)
+        engine.start_monitor(handle)
     elif record.status is VMStatus.STARTING:
         handle.starter = asyncio.create_task(
             engine._await_ready(handle), name=f"vm-ready:{record.id}"

@@ -74,6 +74,7 @@ class VMHandle:
     proc: VMProcess | None = None
     watcher: asyncio.Task[None] | None = None
     starter: asyncio.Task[None] | None = None
+    monitor: asyncio.Task[None] | None = None
     ready: asyncio.Future[None] = attrs.field(
         factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -96,11 +97,11 @@ class VMHandle:
         return time.monotonic() - self.last_activity
 
     def tasks(self) -> Iterable[asyncio.Task[None]]:
-        """The watcher and readiness tasks that exist."""
-        return [t for t in (self.watcher, self.starter) if t is not None]
+        """The watcher, readiness and health-monitor tasks that exist."""
+        return [t for t in (self.watcher, self.starter, self.monitor) if t is not None]
 
     async def cancel_tasks(self, *, keep_current: bool = True) -> None:
-        """Cancel the watcher and readiness tasks and wait for them (never the caller's)."""
+        """Cancel the VM's tasks and wait for them (never the caller's own)."""
         current = asyncio.current_task()
         for task in self.tasks():
             if task is current and keep_current:
