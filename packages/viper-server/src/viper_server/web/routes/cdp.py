@@ -178,6 +178,14 @@ async def json_protocol(request: web.Request) -> web.Response:
         return web.Response(body=body, status=response.status, content_type=response.content_type)
 
 
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
 def _sendable(code: int | None) -> int:
     if code is None:
         return 1000
@@ -241,39 +249,39 @@ async def devtools_ws(request: web.Request) -> web.StreamResponse:
             last_touch = now
             engine.touch(name)
 
+    shutting_down = False
+
     async def close_client() -> None:
+        nonlocal shutting_down
+        shutting_down = True
         await client.close(code=1001, message=b"server shutting down")
 
     stats.active += 1
     stats.total += 1
+    tasks: list[asyncio.Task[None]] = []
     try:
         await client.prepare(request)
         async with request.app[streams_key].track(close_client):
-            to_browser = asyncio.create_task(
-                _pump(client, upstream, on_frame), name=f"cdp-up:{name}"
-            )
-            to_client = asyncio.create_task(
-                _pump(upstream, client, on_frame), name=f"cdp-down:{name}"
-            )
-            done, _ = await asyncio.wait(
-                {to_browser, to_client}, return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in (to_browser, to_client):
-                if task not in done:
-                    task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            tasks = [
+                asyncio.create_task(_pump(client, upstream, on_frame), name=f"cdp-up:{name}"),
+                asyncio.create_task(_pump(upstream, client, on_frame), name=f"cdp-down:{name}"),
+            ]
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             # Whichever side ended first decides the close code both sides get.
-            first = upstream if to_client in done else client
-            code = _sendable(first.close_code)
+            first = upstream if tasks[1] in done else client
+            code = 1001 if shutting_down else _sendable(first.close_code)
+            await _stop(tasks)
             if not upstream.closed:
                 await upstream.close(code=code)
             if not client.closed:
                 await client.close(code=code)
     finally:
+        # Also when the handler is cancelled (the client's connection dropped): stop the
+        # pumps and close the browser side, so nothing of this connection outlives it.
         stats.active -= 1
+        await _stop(tasks)
         if not upstream.closed:
-            await upstream.close()
+            await upstream.close(code=1001 if shutting_down else _sendable(client.close_code))
         if not client.closed:
             await client.close(code=1011)
     return client
