@@ -221,6 +221,8 @@ class QemuVM:
         code = await self._proc.stop(hard=hard, timeout=max(1.0, deadline - time.monotonic()))
         if self._qmp is not None:
             await self._qmp.close()
+        # QEMU unlinks its socket on a clean exit, not when killed.
+        self._qmp_path.unlink(missing_ok=True)
         return code
 
     def output_tail(self, lines: int = 20) -> list[str]:
