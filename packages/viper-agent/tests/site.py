@@ -49,11 +49,11 @@ NOISY = """
 <script>
   const c = document.getElementById('c'), ctx = c.getContext('2d');
   const img = ctx.createImageData(c.width, c.height);
-  let s = 12345;
-  for (let i = 0; i < img.data.length; i++) {{
-    s = (s * 1103515245 + 12345) & 0x7fffffff;
-    img.data[i] = (i % 4 === 3) ? 255 : (s >> 16) & 255;
+  // Random pixels do not compress: the PNG is about as large as the raw image.
+  for (let i = 0; i < img.data.length; i += 65536) {{
+    crypto.getRandomValues(img.data.subarray(i, Math.min(i + 65536, img.data.length)));
   }}
+  for (let i = 3; i < img.data.length; i += 4) img.data[i] = 255;
   ctx.putImageData(img, 0, 0);
   document.title = 'noisy';
 </script>

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from viper_agent import __version__
 from viper_agent.config import DEFAULT_CHROMIUM, DEFAULT_HOST, DEFAULT_PORT, AgentConfig
+from viper_protocol.errors import LaunchFailed
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
     from viper_agent.app import create_app
 
-    logger.info("viper-agent %s listening on %s:%d", __version__, config.host, config.port)
+    logger.info("viper-agent %s starting on %s:%d", __version__, config.host, config.port)
     try:
         web.run_app(
             create_app(config),
@@ -96,6 +97,12 @@ def main(argv: list[str] | None = None) -> None:
             shutdown_timeout=5.0,
             access_log=None,
         )
+    except LaunchFailed as exc:
+        logger.error("viper-agent cannot start Chromium: %s", exc.message)
+        tail = exc.details.get("output_tail")
+        for line in tail if isinstance(tail, list) else []:
+            logger.error("chromium: %s", line)
+        raise SystemExit(1) from None
     except OSError as exc:
         # Chromium and its profile are already cleaned up by the app's cleanup contexts.
         logger.error("viper-agent cannot serve on %s:%d: %s", config.host, config.port, exc)
