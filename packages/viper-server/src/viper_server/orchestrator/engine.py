@@ -93,6 +93,7 @@ class Engine:
         self.default_runtime = RuntimeName.PROCESS
         self._store: Store | None = None
         self._vms: dict[str, VMHandle] = {}
+        self._creating = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._bridge_lock = asyncio.Lock()
@@ -174,15 +175,19 @@ class Engine:
                 became ready); the VM is then gone again, nothing left behind.
         """
         hv = self._runtime_for(req)
-        if len(self._vms) >= self.config.max_vms:
+        if len(self._vms) + self._creating >= self.config.max_vms:
             raise CapacityExhausted(
                 f"at most {self.config.max_vms} VMs may exist at once",
                 {"max_vms": self.config.max_vms},
             )
         record = self._new_record(req, hv.name)
-        record = await self.store.insert_vm(
-            record, lease_from=self.config.subnet if hv.needs_network else None
-        )
+        self._creating += 1  # holds a slot while the insert awaits
+        try:
+            record = await self.store.insert_vm(
+                record, lease_from=self.config.subnet if hv.needs_network else None
+            )
+        finally:
+            self._creating -= 1
         handle = VMHandle(
             id=record.id,
             name=record.name,
@@ -489,7 +494,6 @@ class Engine:
 
     async def _forget_failed(self, handle: VMHandle, exc: BaseException) -> None:
         """After a create that raised: the caller got the error, so the VM goes away too."""
-        self.metrics.create_failures += 1
         if not isinstance(exc, ViperError):
             exc = LaunchFailed(f"launch failed: {exc!r}")
         await self._crash(handle, exc.message)
@@ -527,6 +531,8 @@ class Engine:
             if exit_code is None and proc is not None:
                 exit_code = proc.returncode
             self.metrics.crashes += 1
+            if handle.status in (VMStatus.PENDING, VMStatus.STARTING):
+                self.metrics.create_failures += 1
             handle.fail_ready(
                 LaunchFailed(message, exit_code=exit_code, command=command, output_tail=tail)
             )
