@@ -86,6 +86,46 @@ async def test_browser_passthrough(client: Client, vm: dict[str, Any], page_serv
     assert health["browser"]["status"] == "running"
 
 
+async def test_more_passthrough(client: Client, vm: dict[str, Any], page_server: str) -> None:
+    base = f"/api/v1/vms/{VM_NAME}"
+    await client.post(f"{base}/navigation", json={"url": f"{page_server}/page.html"})
+    # A bodyless POST is fine, with or without a JSON Content-Type.
+    resp = await client.post(f"{base}/navigation/reload")
+    assert resp.status == 200, await resp.text()
+    resp = await client.post(
+        f"{base}/navigation/reload", headers={"Content-Type": "application/json"}
+    )
+    assert resp.status == 200, await resp.text()
+    resp = await client.post(f"{base}/navigation/viewport", json={"width": 400, "height": 300})
+    assert resp.status == 200, await resp.text()
+    width = await client.post(f"{base}/script/evaluate", json={"expression": "innerWidth"})
+    assert (await width.json())["value"] == 400
+    resp = await client.post(f"{base}/dom/type", json={"selector": "#box", "text": "typed"})
+    assert resp.status == 200, await resp.text()
+    value = await client.get(
+        f"{base}/dom", params={"selector": "#box", "format": "attribute", "name": "id"}
+    )
+    assert (await value.json())["value"] == "box"
+    resp = await client.post(f"{base}/targets", json={"url": f"{page_server}/page.html"})
+    tab = await resp.json()
+    assert resp.status in (200, 201), tab
+    listing = await (await client.get(f"{base}/targets")).json()
+    assert tab["id"] in [t["id"] for t in listing["targets"]]
+    resp = await client.delete(f"{base}/targets/{tab['id']}")
+    assert resp.status in (200, 204), await resp.text()
+    profile = await (await client.get(f"{base}/profile")).json()
+    assert "cookies" in profile
+    resp = await client.put(f"{base}/profile", json=profile)
+    assert resp.status == 200, await resp.text()
+    devtools = await (await client.get(f"{base}/devtools")).json()
+    host = client.make_url("").host
+    assert devtools["websocket_url"].startswith(f"ws://{host}:")
+    assert f"/api/v1/vms/{VM_NAME}/cdp/devtools/browser/" in devtools["websocket_url"]
+    resp = await client.get(f"{base}/screenshot", params={"format": "jpeg", "quality": "50"})
+    assert resp.headers["Content-Type"] == "image/jpeg"
+    assert (await resp.read()).startswith(b"\xff\xd8")
+
+
 async def test_agent_errors_pass_through(client: Client, vm: dict[str, Any]) -> None:
     # The agent validates its own input; its error JSON reaches the caller unchanged.
     resp = await client.post(f"/api/v1/vms/{VM_NAME}/navigation", json={"url": "nope"})
