@@ -20,6 +20,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -55,17 +56,26 @@ def _probe_key(qemu: str, kernel: Path) -> str:
     return f"{platform.release()}|{qemu}|{kernel}|{st.st_size}|{int(st.st_mtime)}"
 
 
-async def boot_probe(qemu: str, kernel: Path, *, timeout: float = 10.0) -> KVMInfo:
+async def boot_probe(
+    qemu: str,
+    kernel: Path,
+    *,
+    timeout: float = 10.0,
+    accel_args: Sequence[str] = ("-enable-kvm", "-cpu", "host"),
+    extra_append: str = "",
+) -> KVMInfo:
     """Boot `kernel` under `-enable-kvm` without a root disk and judge KVM by how far it gets.
 
-    Never raises for a failing KVM: the answer says why it is not usable.
+    Never raises for a failing KVM: the answer says why it is not usable. `accel_args` and
+    `extra_append` exist so the judgement itself can be exercised under TCG.
     """
+    append = f"console=ttyS0 panic=-1 loglevel=4 {extra_append}".strip()
     with tempfile.TemporaryDirectory(prefix="viper-kvm-probe-") as tmp:
         log = Path(tmp) / "console.log"
         command = [
-            qemu, "-M", "microvm", "-enable-kvm", "-cpu", "host", "-m", "256",
+            qemu, "-M", "microvm", *accel_args, "-m", "256",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-            "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1 loglevel=4",
+            "-kernel", str(kernel), "-append", append,
             "-serial", f"file:{log}",
         ]  # fmt: skip
         started = time.monotonic()
@@ -102,7 +112,7 @@ async def boot_probe(qemu: str, kernel: Path, *, timeout: float = 10.0) -> KVMIn
         else f"a guest kernel under KVM did not reach its root mount in {timeout:.0f}s"
         " (paravirtual KVM such as PVM runs stock kernels too slowly)"
     )
-    return KVMInfo(present=True, usable=False, accel="tcg", detail=why + "; using TCG")
+    return KVMInfo(present=True, usable=False, accel="tcg", detail=f"{why}; using TCG")
 
 
 async def resolve_accel(
