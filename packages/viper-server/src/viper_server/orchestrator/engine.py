@@ -10,42 +10,37 @@ and log, process); a failure unwinds the stack, so nothing is left behind. A wat
 VM turns an unexpected exit into `crashed` at once; a readiness task polls the agent until
 Chromium runs; one reaper task destroys VMs past their TTL or idle timeout. `destroy` stops the
 process gracefully, then SIGTERM, then SIGKILL, and unwinds the stack, releasing the IP last.
-Reconcile at start lives in `reconcile.py`, host facts in `system.py`.
+Readiness and health polling live in `health.py`, reconcile at start in `reconcile.py`,
+host facts in `system.py`, row-to-model conversion in `views.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
-from viper_protocol.converter import converter
 from viper_protocol.errors import (
-    AgentTimeout,
-    AgentUnavailable,
     CapacityExhausted,
     LaunchFailed,
     NotFound,
     ValidationFailed,
     ViperError,
 )
-from viper_protocol.models.browser import BrowserStatus
 from viper_protocol.models.common import JSONObject
 from viper_protocol.models.events import EventType
 from viper_protocol.models.system import SystemInfo
-from viper_protocol.models.vms import VM, CreateVMRequest, DevToolsInfo, RuntimeName, VMStatus
+from viper_protocol.models.vms import VM, CreateVMRequest, RuntimeName, VMStatus
 from viper_server.agent_client import AgentClient
 from viper_server.config import ServerConfig
 from viper_server.events import EventBus, to_event
 from viper_server.hypervisors import build_hypervisors
 from viper_server.hypervisors.base import Hypervisor, LaunchSpec, VMProcess
 from viper_server.network.base import NetworkManager, tap_name
-from viper_server.orchestrator import cleanup, reconcile, system
+from viper_server.orchestrator import cleanup, health, reconcile, system, views
 from viper_server.orchestrator.metrics import Metrics
 from viper_server.orchestrator.state import VMHandle, check_transition, requires
 from viper_server.store import Store, VMRecord, utcnow
@@ -403,94 +398,12 @@ class Engine:
         return self.network
 
     async def _await_ready(self, handle: VMHandle) -> None:
-        """Bottom half: poll the agent until Chromium runs, then mark the VM running.
-
-        A deadline or a broken agent crashes the VM (which `create_vm(wait=True)` reports).
-        """
-        proc = handle.proc
-        assert proc is not None
-        deadline = self.config.ready_timeout(handle.runtime)
-        try:
-            async with asyncio.timeout(deadline):
-                while True:
-                    try:
-                        health = await self.agent.health(
-                            proc.agent_url, timeout=HEALTH_CALL_TIMEOUT
-                        )
-                    except (AgentUnavailable, AgentTimeout):
-                        pass
-                    else:
-                        if health.browser.status is BrowserStatus.RUNNING:
-                            break
-                    await asyncio.sleep(HEALTH_POLL_INTERVAL)
-            devtools = await self.agent.devtools(proc.agent_url)
-        except TimeoutError:
-            await self._crash(handle, f"the browser was not ready within {deadline:g}s")
-            return
-        except (AgentUnavailable, AgentTimeout) as exc:
-            await self._crash(handle, f"the agent failed while starting: {exc.message}")
-            return
-        meta: JSONObject = converter.unstructure(devtools)
-        async with handle.lock:
-            if handle.closing:
-                return
-            record = await self._transition(
-                handle, VMStatus.RUNNING, "browser ready", devtools=meta, started_at=utcnow()
-            )
-        handle.touch()
-        self.metrics.start_seconds.observe(time.monotonic() - handle.created_monotonic)
-        handle.log.info("running (%s)", record.agent_url)
-        self.start_monitor(handle, restarts=0)
-        if not handle.ready.done():
-            handle.ready.set_result(None)
+        """Bottom half: wait for the browser, then mark the VM running (see `health.py`)."""
+        await health.await_ready(self, handle)
 
     def start_monitor(self, handle: VMHandle, *, restarts: int | None = None) -> None:
-        """Start watching a running VM's browser through its agent's health endpoint.
-
-        `restarts` is the browser restart count known so far (None: take the first answer).
-        """
-        handle.monitor = asyncio.create_task(
-            self._monitor(handle, restarts), name=f"vm-health:{handle.id}"
-        )
-
-    async def _monitor(self, handle: VMHandle, restarts: int | None) -> None:
-        """Bottom half: report browser restarts as `VM_LOG`; a browser down for good is a crash."""
-        proc = handle.proc
-        assert proc is not None
-        down_since: float | None = None
-        while True:
-            await asyncio.sleep(self.config.health_interval)
-            try:
-                health = await self.agent.health(proc.agent_url, timeout=HEALTH_CALL_TIMEOUT)
-            except (AgentUnavailable, AgentTimeout) as exc:
-                state = f"agent unreachable: {exc.message}"
-                up = False
-            else:
-                browser = health.browser
-                state = f"browser {browser.status}"
-                up = browser.status is BrowserStatus.RUNNING
-                if restarts is not None and browser.restarts > restarts:
-                    line = (
-                        f"Chromium restarted by the agent (restart {browser.restarts},"
-                        f" last exit code {browser.last_exit_code})"
-                    )
-                    handle.log.warning("%s", line)
-                    await self._log_event(handle, line, restarts=browser.restarts)
-                restarts = browser.restarts
-            if up:
-                down_since = None
-                continue
-            now = time.monotonic()
-            down_since = down_since if down_since is not None else now
-            if now - down_since >= self.config.browser_down_timeout:
-                await self._crash(handle, f"{state} for {now - down_since:.0f}s")
-                return
-
-    async def _log_event(self, handle: VMHandle, line: str, **data: int | str) -> None:
-        record = await self.store.get_vm(handle.id)
-        assert record is not None
-        payload: JSONObject = {"stream": "server", "line": line, **data}
-        await self._emit(EventType.VM_LOG, record, line, payload)
+        """Start the health monitor of a running VM (see `health.py`)."""
+        health.start_monitor(self, handle, restarts=restarts)
 
     async def _forget_failed(self, handle: VMHandle, exc: BaseException) -> None:
         """After a create that raised: the caller got the error, so the VM goes away too."""
@@ -622,7 +535,7 @@ class Engine:
         record = await self.store.update_vm(handle.id, status=status, message=message, **changes)
         handle.status = status
         if data is None and status is VMStatus.RUNNING and record.devtools is not None:
-            data = {"devtools": self._devtools_data(record)}
+            data = {"devtools": views.devtools_data(self.config, record)}
         await self._emit(EVENT_TYPE_FOR[status], record, message, data)
         return record
 
@@ -634,65 +547,8 @@ class Engine:
 
     # --- conversion ---------------------------------------------------------------------
 
-    def _server_base(self) -> tuple[str, str]:
-        host = self.config.host
-        if host in ("", "0.0.0.0", "::"):  # a wildcard bind: use loopback
-            host = "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.config.port}", f"ws://{host}:{self.config.port}"
-
-    def _devtools_info(self, record: VMRecord) -> DevToolsInfo | None:
-        meta = record.devtools
-        if not meta:
-            return None
-        http, ws = self._server_base()
-        prefix = f"/api/v1/vms/{record.name}/cdp"
-        return DevToolsInfo(
-            browser=str(meta.get("browser", "")),
-            protocol_version=str(meta.get("protocol_version", "")),
-            user_agent=str(meta.get("user_agent", "")),
-            http_url=http + prefix,
-            websocket_url=ws + prefix + str(meta.get("websocket_path", "")),
-        )
-
-    def _devtools_data(self, record: VMRecord) -> JSONObject:
-        info = self._devtools_info(record)
-        if info is None:
-            return {}
-        return {
-            "browser": info.browser,
-            "protocol_version": info.protocol_version,
-            "user_agent": info.user_agent,
-            "http_url": info.http_url,
-            "websocket_url": info.websocket_url,
-        }
-
     def _to_vm(self, record: VMRecord) -> VM:
-        idle = record.idle_timeout_seconds
-        return VM(
-            id=record.id,
-            name=record.name,
-            status=record.status,
-            runtime=record.runtime,
-            isolated=record.runtime.isolated,
-            cpu_cores=record.cpu_cores,
-            memory_mb=record.memory_mb,
-            labels=dict(record.labels),
-            ip=record.ip_address,
-            mac=record.mac,
-            pid=record.pid,
-            ttl_seconds=record.ttl_seconds,
-            idle_timeout_seconds=math.ceil(idle) if idle else None,
-            expires_at=record.expires_at,
-            created_at=record.created_at,
-            updated_at=record.updated_at,
-            started_at=record.started_at,
-            stopped_at=record.stopped_at,
-            exit_code=record.exit_code,
-            message=record.message,
-            devtools=self._devtools_info(record),
-        )
+        return views.to_vm(self.config, record)
 
 
 async def _logged(coro: object, name: str) -> None:
