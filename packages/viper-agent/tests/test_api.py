@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+
+import aiohttp
 import socket
 from typing import Any
 
@@ -72,6 +74,32 @@ async def test_devtools_socket_relays_and_rejects_unknown_targets(agent: AgentCl
         assert reply["result"]["product"].startswith("Chrome/")
     resp = await agent.get("/devtools/page/NOPE")
     _error(await _json(resp, 404), "not_found")
+
+
+async def test_discovery_follows_the_host_the_client_used(agent: AgentClient) -> None:
+    # What the server's proxy or a VM's address looks like: a name Chromium itself would refuse.
+    headers = {"Host": "browser-7.viper.internal:8080"}
+    body = await _json(await agent.get("/json/version/", headers=headers))
+    assert body["webSocketDebuggerUrl"].startswith("ws://browser-7.viper.internal:8080/devtools/")
+    listed = await _json(await agent.get("/json/list", headers=headers))
+    assert all("browser-7.viper.internal:8080" in t["webSocketDebuggerUrl"] for t in listed)
+
+
+async def test_devtools_socket_closes_when_chromium_closes_it(agent: AgentClient) -> None:
+    created = await _json(await agent.post("/v1/targets", json={}), 201)
+    async with agent.ws_connect(f"/devtools/page/{created['id']}") as ws:
+        await ws.send_json({"id": 7, "method": "Runtime.evaluate", "params": {"expression": "1"}})
+        assert (await ws.receive_json(timeout=10))["id"] == 7
+        resp = await agent.delete(f"/v1/targets/{created['id']}")
+        assert resp.status == 204
+        frames = []
+        async with asyncio.timeout(10):
+            while (msg := await ws.receive()).type is aiohttp.WSMsgType.TEXT:
+                frames.append(json.loads(msg.data))
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert any(f.get("method") == "Inspector.detached" for f in frames)
+        assert ws.close_code is not None
+        assert 1000 <= ws.close_code < 5000
 
 
 async def test_unknown_route_and_method_are_json_errors(agent: AgentClient) -> None:
@@ -429,6 +457,12 @@ async def test_log_stream_replays_and_follows(agent: AgentClient, site: Site) ->
     await agent.post("/v1/script/evaluate", json={"expression": "console.error('live one')"})
     live = await _read_events(resp, 1)
     assert live[0]["data"]["seq"] > last
+    resp.close()
+    # The agent's own lines and Chromium's output are in the history too.
+    resp = await agent.get("/v1/logs/stream", params={"source": "agent,browser"})
+    sources: set[str] = set()
+    while sources != {"agent", "browser"}:
+        sources |= {e["event"] for e in await _read_events(resp, 1, timeout=5)}
     resp.close()
     bad = await agent.get("/v1/logs/stream", params={"source": "telepathy"})
     _error(await _json(bad, 422), "validation_failed")

@@ -97,9 +97,20 @@ async def test_agent_stops_cleanly(sig: signal.Signals) -> None:
         profile = next(a for a in cmdline if a.startswith(b"--user-data-dir=")).split(b"=", 1)[1]
         assert Path(profile.decode()).is_dir()
         assert len(_group(chromium)) > 1  # Chromium runs helpers in its own process group
-        proc.send_signal(sig)
-        async with asyncio.timeout(15):
-            code = await proc.wait()
+        # Open clients must not hold up the stop: a log stream and a proxied DevTools socket.
+        async with aiohttp.ClientSession() as http:
+            base = f"http://127.0.0.1:{port}"
+            stream = await http.get(f"{base}/v1/logs/stream")
+            assert stream.status == 200
+            devtools = await (await http.get(f"{base}/v1/devtools")).json()
+            ws = await http.ws_connect(f"ws://127.0.0.1:{port}{devtools['websocket_path']}")
+            proc.send_signal(sig)
+            async with asyncio.timeout(15):
+                code = await proc.wait()
+                closed = await ws.receive()
+                assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+                assert await stream.content.read() is not None
+            stream.close()
         assert code == 0
         assert _group(chromium) == []
         assert not Path(profile.decode()).exists()

@@ -19,7 +19,7 @@ import attrs
 
 from viper_agent.cdp import CDPConnection, CDPConnectionClosed, CDPError, CDPEvent, CDPSession
 from viper_agent.cdp.generated import browser as cdp_browser
-from viper_agent.cdp.generated import network, page, runtime, target
+from viper_agent.cdp.generated import emulation, network, page, runtime, target
 from viper_agent.logs import LogHub
 from viper_agent.supervisor import ChromiumSupervisor
 from viper_protocol.errors import BrowserUnavailable, NotFound
@@ -58,6 +58,11 @@ def origin_of(url: str) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return None
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def _log_attach_failure(future: asyncio.Future[CDPSession]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.debug("attaching to a tab failed: %s", future.exception())
 
 
 def _remote_text(obj: runtime.RemoteObject) -> str:
@@ -193,7 +198,18 @@ class Browser:
             target_id = next(iter(self._pages))
         if target_id not in self._pages:
             raise NotFound(f"no tab with target id {target_id!r}", {"target": target_id})
-        session = await asyncio.shield(self._sessions[target_id])
+        attaching = self._sessions.get(target_id)
+        failed = (
+            attaching is not None
+            and attaching.done()
+            and (attaching.cancelled() or attaching.exception() is not None)
+        )
+        if attaching is None or failed:
+            # The first attach failed (the tab was busy or just replaced): try once more.
+            self._sessions.pop(target_id, None)
+            self._add_target(self._pages[target_id])
+            attaching = self._sessions[target_id]
+        session = await asyncio.shield(attaching)
         return Page(target_id, session)
 
     async def new_page(self, url: str) -> Page:
@@ -244,9 +260,9 @@ class Browser:
             return
         self._pages[info.target_id] = info
         if info.target_id not in self._sessions and self.connection is not None:
-            self._sessions[info.target_id] = asyncio.ensure_future(
-                self._attach(self.connection, info.target_id)
-            )
+            future = asyncio.ensure_future(self._attach(self.connection, info.target_id))
+            future.add_done_callback(_log_attach_failure)
+            self._sessions[info.target_id] = future
 
     async def _attach(self, conn: CDPConnection, target_id: str) -> CDPSession:
         attached = await conn.execute(target.attach_to_target(target_id=target_id, flatten=True))
@@ -269,10 +285,7 @@ class Browser:
         ev = event.event
         tid = self._session_targets.get(event.session_id or "")
         if isinstance(ev, target.TargetCreated | target.TargetInfoChanged):
-            if ev.target_info.type == "page":
-                self._pages.setdefault(ev.target_info.target_id, ev.target_info)
-                self._pages[ev.target_info.target_id] = ev.target_info
-                self._add_target(ev.target_info)
+            self._add_target(ev.target_info)
         elif isinstance(ev, target.TargetDestroyed):
             self._pages.pop(ev.target_id, None)
             future = self._sessions.pop(ev.target_id, None)
@@ -380,8 +393,6 @@ class Browser:
 
 async def apply_user_agent(session: CDPSession, override: UserAgentOverride) -> None:
     """Set the user agent (and language, platform) of one page session."""
-    from viper_agent.cdp.generated import emulation
-
     await session.execute(
         emulation.set_user_agent_override(
             user_agent=override.user_agent,
