@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-
-import aiohttp
 import socket
 from typing import Any
+
+import aiohttp
 
 from tests.conftest import AgentClient, Site
 
