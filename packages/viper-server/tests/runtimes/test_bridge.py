@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from ipaddress import IPv4Network
 from pathlib import Path
 
@@ -179,3 +180,32 @@ def test_ruleset_text_is_stable() -> None:
     text = nft_ruleset(SUBNET, api_port=None)
     assert text.startswith("table inet viper\ndelete table inet viper\n")
     assert "dport" not in text
+
+
+def _setup_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "viper_server.network", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_setup_command_plans_sets_up_and_tears_down(netns: str) -> None:
+    plan = _setup_cli("--netns", netns, "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert "would set up:" in plan.stdout
+    assert "masquerade" in plan.stdout
+    assert "kvm" in plan.stdout  # the preflight ran
+    assert "viperbr0" not in run_in(netns, "ip", "-o", "link")  # a dry run changes nothing
+
+    done = _setup_cli("--netns", netns)
+    assert done.returncode == 0, done.stderr
+    assert "viperbr0" in run_in(netns, "ip", "-o", "link")
+    assert "table inet viper" in run_in(netns, "nft", "list", "ruleset")
+
+    gone = _setup_cli("--netns", netns, "--teardown")
+    assert gone.returncode == 0, gone.stderr
+    assert "viperbr0" not in run_in(netns, "ip", "-o", "link")
+    assert "viper" not in run_in(netns, "nft", "list", "ruleset")
