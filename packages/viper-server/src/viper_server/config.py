@@ -85,6 +85,7 @@ class ServerConfig:
         idle_timeout_seconds: destroy a VM after this long without API or CDP activity
             (None: never, unless the VM asks for its own).
         agent_command: the `viper-agent` command the `process` runtime runs.
+        accel: the QEMU accelerator: `auto` (probe), `kvm` or `tcg`.
         ready_timeouts: per runtime, seconds from launch to a browser that answers.
         reaper_interval: seconds between checks for expired and idle VMs.
         stop_timeout: seconds a graceful stop may take before the process is killed.
@@ -105,6 +106,7 @@ class ServerConfig:
     max_vms: int = 64
     idle_timeout_seconds: float | None = None
     agent_command: tuple[str, ...] = attrs.field(factory=find_agent_command, converter=tuple)
+    accel: str = attrs.field(default="auto", validator=attrs.validators.in_(("auto", "kvm", "tcg")))
     ready_timeouts: Mapping[RuntimeName, float] = attrs.field(
         factory=lambda: dict(DEFAULT_READY_TIMEOUTS)
     )
@@ -145,7 +147,8 @@ class ServerConfig:
 
         Reads `VIPER_HOST`, `VIPER_PORT`, `VIPER_STATE_DIR`, `VIPER_RUNTIME`, `VIPER_SUBNET`,
         `VIPER_IMAGES`, `VIPER_API_KEY`, `VIPER_STOP_VMS_ON_EXIT`, `VIPER_MAX_VMS`,
-        `VIPER_IDLE_TIMEOUT` (seconds) and `VIPER_AGENT_COMMAND` (split on spaces).
+        `VIPER_IDLE_TIMEOUT` (seconds), `VIPER_ACCEL` and `VIPER_AGENT_COMMAND` (split on
+        spaces).
 
         Raises:
             ValueError: a variable holds a value of the wrong form (named in the message).
@@ -171,6 +174,7 @@ class ServerConfig:
         read("VIPER_API_KEY", "api_key")
         read("VIPER_MAX_VMS", "max_vms", int)
         read("VIPER_IDLE_TIMEOUT", "idle_timeout_seconds", float)
+        read("VIPER_ACCEL", "accel")
         stop = env.get("VIPER_STOP_VMS_ON_EXIT")
         if stop:
             values["stop_vms_on_exit"] = stop.strip().lower() in ("1", "true", "yes", "on")

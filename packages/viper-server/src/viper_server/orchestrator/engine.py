@@ -116,6 +116,8 @@ class Engine:
         try:
             if not self._hypervisors_given:
                 self.hypervisors = build_hypervisors(self.config)
+            if self.network is None:
+                self.network = default_network(self.config, self.hypervisors)
             self.default_runtime = system.pick_default_runtime(self.config, self.hypervisors)
             logger.info("default runtime: %s", self.default_runtime)
             await reconcile.reconcile(self)
@@ -549,6 +551,20 @@ class Engine:
 
     def _to_vm(self, record: VMRecord) -> VM:
         return views.to_vm(self.config, record)
+
+
+def default_network(
+    config: ServerConfig, hypervisors: dict[RuntimeName, Hypervisor]
+) -> NetworkManager | None:
+    """The host bridge, if some installed runtime that can run here needs it (else None).
+
+    Nothing is changed on the host here: the bridge is created on the first microVM create.
+    """
+    if not any(hv.needs_network and hv.availability()[0] for hv in hypervisors.values()):
+        return None
+    from viper_server.network.bridge import BridgeNetworkManager
+
+    return BridgeNetworkManager(config.subnet, api_port=config.port)
 
 
 async def _logged(coro: object, name: str) -> None:

@@ -150,4 +150,7 @@ async def reconcile(engine: Engine) -> None:
         for tap in taps:
             if tap not in wanted:
                 logger.warning("removing leaked tap %s", tap)
-                await engine.network.delete_tap(tap)
+                try:
+                    await engine.network.delete_tap(tap)
+                except Exception:
+                    logger.exception("cannot remove leaked tap %s", tap)
