@@ -35,7 +35,12 @@ from viper_protocol.errors import LaunchFailed
 from viper_protocol.models.system import KVMInfo
 from viper_protocol.models.vms import RuntimeName
 from viper_server.config import ServerConfig
-from viper_server.hypervisors.accel import AccelChoice, host_tsc_khz, resolve_accel
+from viper_server.hypervisors.accel import (
+    ACCEL_CHOICES,
+    AccelChoice,
+    host_tsc_khz,
+    resolve_accel,
+)
 from viper_server.hypervisors.base import AdoptSpec, LaunchSpec, VMProcess
 from viper_server.hypervisors.hostproc import HostProcess, pid_alive, pid_cmdline, spawn
 from viper_server.hypervisors.qmp import QMPClient, QMPError
@@ -397,17 +402,18 @@ class QemuHypervisor:
 
 
 def create(config: ServerConfig) -> QemuHypervisor:
-    """The registry's factory: images and state from the server config.
+    """The registry's factory: images, state and accelerator from the server config.
 
-    The accelerator comes from `config.accel` when the config has it, else `VIPER_ACCEL`.
+    Raises:
+        ValueError: `config.accel` is not auto, kvm or tcg.
     """
-    accel = str(getattr(config, "accel", None) or os.environ.get("VIPER_ACCEL", "auto"))
-    if accel not in ("auto", "kvm", "tcg"):
+    accel = config.accel
+    if accel not in ACCEL_CHOICES:
         raise ValueError(f"accel must be auto, kvm or tcg, not {accel!r}")
     return QemuHypervisor(
         QemuOptions(
             images_dir=config.images_dir,
             state_dir=config.state_dir,
-            accel=accel,  # type: ignore[arg-type]
+            accel=accel,
         )
     )
