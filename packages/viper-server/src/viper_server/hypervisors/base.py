@@ -94,6 +94,12 @@ class VMProcess(Protocol):
     def output_tail(self, lines: int = 20) -> list[str]:
         """The last lines of the console / process output (from `log_path`)."""
 
+    def detach(self) -> None:
+        """Stop watching the process without stopping it (server exit; a later start adopts it).
+
+        Closes pidfds and control connections; the VM keeps running.
+        """
+
 
 class Hypervisor(Protocol):
     """One runtime: launches and adopts `VMProcess`es."""

@@ -144,9 +144,8 @@ class Engine:
         else:
             for handle in handles:
                 await handle.cancel_tasks()
-                detach = getattr(handle.proc, "detach", None)
-                if detach is not None:
-                    detach()
+                if handle.proc is not None:
+                    handle.proc.detach()
             if handles:
                 logger.info("leaving %d VM(s) running for the next start to adopt", len(handles))
         self._vms.clear()
@@ -500,7 +499,7 @@ class Engine:
             await asyncio.sleep(self.config.reaper_interval)
             now = utcnow()
             for handle in list(self._vms.values()):
-                if handle.closing:
+                if handle.closing or handle.expiring:
                     continue
                 reason = None
                 if handle.expires_at is not None and now >= handle.expires_at:
@@ -512,6 +511,7 @@ class Engine:
                 ):
                     reason = f"idle for {handle.idle_for():.0f}s"
                 if reason is not None:
+                    handle.expiring = True
                     self.metrics.expirations += 1
                     self.spawn(self._destroy(handle, reason), f"vm-expire:{handle.id}")
 

@@ -82,6 +82,8 @@ class VMHandle:
     closing: bool = False
     """Set once a stop or crash has begun: the watcher and readiness task stand down."""
     deleted: bool = False
+    expiring: bool = False
+    """Set once the reaper has scheduled the destroy (TTL or idle)."""
 
     @property
     def log(self) -> logging.Logger:
