@@ -60,7 +60,7 @@ def origin_of(url: str) -> str | None:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def _log_attach_failure(future: asyncio.Future[CDPSession]) -> None:
+def _log_attach_failure(future: asyncio.Task[CDPSession]) -> None:
     if not future.cancelled() and future.exception() is not None:
         logger.debug("attaching to a tab failed: %s", future.exception())
 
@@ -87,7 +87,7 @@ class Browser:
         self.user_agent_override: UserAgentOverride | None = None
         self.new_document_scripts: list[str] = []
         self._pages: dict[str, target.TargetInfo] = {}
-        self._sessions: dict[str, asyncio.Future[CDPSession]] = {}
+        self._sessions: dict[str, asyncio.Task[CDPSession]] = {}
         self._session_targets: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connected_generation = 0
@@ -260,7 +260,9 @@ class Browser:
             return
         self._pages[info.target_id] = info
         if info.target_id not in self._sessions and self.connection is not None:
-            future = asyncio.ensure_future(self._attach(self.connection, info.target_id))
+            future = asyncio.create_task(
+                self._attach(self.connection, info.target_id), name=f"attach:{info.target_id}"
+            )
             future.add_done_callback(_log_attach_failure)
             self._sessions[info.target_id] = future
 

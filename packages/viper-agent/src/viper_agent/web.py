@@ -82,6 +82,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(
             Internal(f"Chromium refused {exc.method}: {exc.message}", {"cdp_code": exc.code})
         )
+    except TimeoutError:
+        # A CDP call outlived its own limit inside a longer action deadline.
+        return error_response(ActionTimeout("Chromium did not answer in time"))
     except asyncio.CancelledError:
         raise
     except Exception:

@@ -141,7 +141,9 @@ async def navigate(page: Page, req: NavigateRequest) -> NavigationResult:
         NavigationFailed: the browser could not load the URL.
     """
     with NavigationWatch(page) as watch:
-        res = await page.session.execute(cdp_page.navigate(url=req.url, referrer=req.referrer))
+        res = await page.session.execute(
+            cdp_page.navigate(url=req.url, referrer=req.referrer), timeout=req.timeout_ms / 1000
+        )
         if res.error_text:
             raise NavigationFailed(
                 f"cannot load {req.url}: {res.error_text}",

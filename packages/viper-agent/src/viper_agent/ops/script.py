@@ -14,6 +14,8 @@ from viper_protocol.models.common import JSONObject, JSONValue
 
 logger = logging.getLogger(__name__)
 
+MAX_SCRIPT_SECONDS = 600.0
+
 
 def js_call(function: str, *args: object) -> str:
     """An expression calling the JS `function` source with JSON-encoded `args`."""
@@ -48,7 +50,7 @@ async def evaluate(
                 user_gesture=True,
                 repl_mode=False,
             ),
-            timeout=None if await_promise else 600.0,
+            timeout=MAX_SCRIPT_SECONDS,  # the caller's deadline (timeout_ms) is the real bound
         )
     except CDPError as exc:
         raise ScriptError(f"the script failed: {exc.message}", {"text": exc.message}) from None
