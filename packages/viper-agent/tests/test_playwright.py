@@ -34,3 +34,4 @@ async def test_playwright_over_the_agent_proxy(agent: AgentClient, site: Site) -
             await browser.close()
     health = await (await agent.get("/v1/health")).json()
     assert health["status"] == "ok"
+    assert health["browser"]["restarts"] == 0  # Playwright disconnected; Chromium stayed up
