@@ -433,7 +433,7 @@ class Engine:
         await self._crash(handle, f"{what} exited unexpectedly with {status}", exit_code)
 
     async def _crash(self, handle: VMHandle, message: str, exit_code: int | None = None) -> None:
-        """Mark the VM crashed (once), keep its exit code and output tail, free its resources."""
+        """Free the VM's resources and mark it crashed (once), keeping exit code and output tail."""
         async with handle.lock:
             if handle.closing:
                 return
@@ -447,9 +447,11 @@ class Engine:
             self.metrics.crashes += 1
             if handle.status in (VMStatus.PENDING, VMStatus.STARTING):
                 self.metrics.create_failures += 1
-            handle.fail_ready(
-                LaunchFailed(message, exit_code=exit_code, command=command, output_tail=tail)
-            )
+            # Free everything first, so that whoever hears VM_CRASHED finds the lease and the
+            # files gone already.
+            errors = await cleanup.unwind(handle)
+            if errors:
+                handle.log.error("cleanup after crash failed: %s", errors)
             await self._transition(
                 handle,
                 VMStatus.CRASHED,
@@ -458,9 +460,9 @@ class Engine:
                 exit_code=exit_code,
                 stopped_at=utcnow(),
             )
-            errors = await cleanup.unwind(handle)
-            if errors:
-                handle.log.error("cleanup after crash failed: %s", errors)
+            handle.fail_ready(
+                LaunchFailed(message, exit_code=exit_code, command=command, output_tail=tail)
+            )
             if not handle.deleted and self._vms.get(handle.name) is handle:
                 # Crashed VMs stay listed (from the store) until deleted; the handle goes.
                 self._vms.pop(handle.name, None)

@@ -102,6 +102,7 @@ async def _mark_lost(engine: Engine, record: VMRecord) -> None:
     message = "the VM process was gone when the server restarted"
     if record.status is VMStatus.PENDING:
         message = "the server stopped before the VM was launched"
+    await cleanup.release_leftovers(engine, record)
     record = await engine.store.update_vm(
         record.id, status=VMStatus.CRASHED, message=message, stopped_at=utcnow()
     )
@@ -109,7 +110,6 @@ async def _mark_lost(engine: Engine, record: VMRecord) -> None:
     await engine._emit(
         EventType.VM_CRASHED, record, message, {"exit_code": None, "output_tail": list(tail)}
     )
-    await cleanup.release_leftovers(engine, record)
     logger.warning("%s: %s", record.name, message)
 
 
