@@ -9,6 +9,7 @@ shutdown for `shutdown_timeout`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -52,7 +53,22 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await engine.close()
+        await _close_engine(engine)
+
+
+async def _close_engine(engine: Engine) -> None:
+    # `web.run_app` cancels its main task before the cleanups run in it, so this code runs in
+    # a task whose `cancelling()` is already 1; code below that re-raises a CancelledError
+    # "aimed at the caller" would then abort the close halfway (the store left open keeps the
+    # process from exiting). A task of its own sees only its own cancellations.
+    logger.info("stopping the engine")
+    closing = asyncio.create_task(engine.close(), name="engine-close")
+    try:
+        await asyncio.shield(closing)
+    except asyncio.CancelledError:
+        await closing
+        raise
+    logger.info("engine stopped")
 
 
 async def _proxy_session_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -70,7 +86,9 @@ async def _proxy_session_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_streams(app: web.Application) -> None:
-    await app[streams_key].close_all()
+    streams = app[streams_key]
+    logger.info("shutting down: closing %d open stream(s)", len(streams))
+    await streams.close_all()
 
 
 def create_app(config: ServerConfig) -> web.Application:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -87,30 +88,60 @@ def _free_port() -> int:
         return port
 
 
-async def test_serves_and_shuts_down_on_sigterm_with_open_stream(tmp_path: Path) -> None:
-    port = _free_port()
-    proc = subprocess.Popen(
+def _start(state: Path, port: int, *extra: str) -> subprocess.Popen[str]:
+    # Output goes to a file: a pipe nobody reads would fill up and block the server.
+    with (state.parent / f"{state.name}-server.log").open("a") as log:
+        return subprocess.Popen(
         [sys.executable, "-m", "viper_server", "--port", str(port), "--state-dir",
-         str(tmp_path), "--runtime", "process", "--log-level", "DEBUG"],
-        stdout=subprocess.PIPE,
+         str(state), "--runtime", "process", "--log-level", "DEBUG", *extra],
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "VIPER_API_KEY": "", "VIPER_HOST": ""},
     )  # fmt: skip
+
+
+async def _wait_healthy(
+    session: aiohttp.ClientSession, base: str, proc: subprocess.Popen[str]
+) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            async with session.get(f"{base}/healthz") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        assert proc.poll() is None, f"server exited with {proc.returncode}"
+        assert time.monotonic() < deadline, "server did not come up"
+        await asyncio.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen[str], state: Path) -> str:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    return (state.parent / f"{state.name}-server.log").read_text()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return (
+        Path(f"/proc/{pid}").exists()
+        and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    )
+
+
+async def test_serves_and_shuts_down_on_sigterm_with_open_stream(tmp_path: Path) -> None:
+    port = _free_port()
+    proc = _start(tmp_path, port)
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as session:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    async with session.get(f"{base}/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.1)
+            await _wait_healthy(session, base, proc)
             stream = await session.get(f"{base}/api/v1/events")
             assert stream.status == 200
             started = time.monotonic()
@@ -121,11 +152,38 @@ async def test_serves_and_shuts_down_on_sigterm_with_open_stream(tmp_path: Path)
             assert time.monotonic() - started < 8, "an open SSE stream held up shutdown"
             stream.close()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        output = proc.stdout.read() if proc.stdout else ""
-        if proc.stdout:
-            proc.stdout.close()
+        output = _stop(proc, tmp_path)
     assert "default runtime: process" in output
     assert (tmp_path / "state.db").exists()
+
+
+async def test_vms_outlive_a_graceful_stop_unless_asked(tmp_path: Path) -> None:
+    """SIGTERM leaves the VM running for the next start; --stop-vms-on-exit destroys it."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    pid = None
+    async with aiohttp.ClientSession() as session:
+        proc = _start(tmp_path, port)
+        try:
+            await _wait_healthy(session, base, proc)
+            async with session.post(f"{base}/api/v1/vms?wait=true", json={"name": "keep"}) as resp:
+                vm = await resp.json()
+                assert resp.status == 201, vm
+            pid = vm["pid"]
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=15) == 0
+            assert _alive(pid), "the VM was stopped with the server"
+
+            proc = _start(tmp_path, port, "--stop-vms-on-exit")
+            await _wait_healthy(session, base, proc)
+            async with session.get(f"{base}/api/v1/vms/keep") as resp:
+                adopted = await resp.json()
+            assert adopted["status"] == "running", adopted
+            assert adopted["pid"] == pid
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 0
+            assert not _alive(pid), "--stop-vms-on-exit left the VM running"
+        finally:
+            _stop(proc, tmp_path)
+            if pid is not None and _alive(pid):
+                os.killpg(pid, signal.SIGKILL)

@@ -175,13 +175,15 @@ async def content_type_middleware(request: web.Request, handler: Handler) -> web
     A bodyless POST (`/navigation/reload`) is fine whatever it declares: some clients label an
     empty body `application/octet-stream`.
     """
-    if request.method in _BODY_METHODS and request.body_exists:
-        if not _is_json(request.content_type):
-            shown = request.headers.get(hdrs.CONTENT_TYPE, "none")
-            raise UnsupportedMediaType(
-                f"the body must be application/json, not {shown}",
-                {"content_type": shown},
-            )
+    if (
+        request.method in _BODY_METHODS
+        and request.body_exists
+        and not _is_json(request.content_type)
+    ):
+        shown = request.headers.get(hdrs.CONTENT_TYPE, "none")
+        raise UnsupportedMediaType(
+            f"the body must be application/json, not {shown}", {"content_type": shown}
+        )
     return await handler(request)
 
 
