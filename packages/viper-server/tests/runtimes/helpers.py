@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parents[4]
 IMAGE_FILES = ("vmlinuz", "initrd.img", "rootfs.ext4")
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def can_netns() -> tuple[bool, str]:
@@ -84,3 +91,33 @@ def find_images() -> Path | None:
         if c and all((Path(c) / f).is_file() for f in IMAGE_FILES):
             return Path(c)
     return None
+
+
+def call_in_netns(ns: str, fn: Callable[[], T]) -> T:
+    """Run `fn` on a fresh thread that first joins namespace `ns` (setns affects only it).
+
+    The thread ends afterwards, so no pooled thread is ever left inside the namespace;
+    subprocesses `fn` starts (Playwright's driver, say) inherit the namespace.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            fd = os.open(f"/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns({ns}): {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"netns:{ns}")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    value: T = box["value"]
+    return value

@@ -12,7 +12,7 @@ from pyroute2 import AsyncIPRoute
 
 from viper_server.network.bridge import BridgeNetworkManager, nft_ruleset
 
-from .helpers import delete_netns, make_netns, run_in
+from .helpers import call_in_netns, delete_netns, make_netns, run_in
 
 SUBNET = IPv4Network("192.168.127.0/24")
 API_PORT = 7777
@@ -209,3 +209,15 @@ def test_setup_command_plans_sets_up_and_tears_down(netns: str) -> None:
     assert gone.returncode == 0, gone.stderr
     assert "viperbr0" not in run_in(netns, "ip", "-o", "link")
     assert "viper" not in run_in(netns, "nft", "list", "ruleset")
+
+
+def test_call_in_netns_moves_only_its_own_thread(netns: str) -> None:
+    def links() -> list[str]:
+        lines = Path("/proc/thread-self/net/dev").read_text().splitlines()[2:]
+        return sorted(line.split(":")[0].strip() for line in lines)
+
+    before = links()
+    assert call_in_netns(netns, links) == ["lo"]
+    assert links() == before  # this thread did not move
+    with pytest.raises(ZeroDivisionError):
+        call_in_netns(netns, lambda: 1 // 0)
