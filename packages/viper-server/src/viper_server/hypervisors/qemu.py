@@ -263,7 +263,7 @@ async def _connect_qmp(path: Path, proc: HostProcess, *, wait: float, name: str)
         try:
             await client.connect(path, timeout=max(0.5, deadline - time.monotonic()))
             return client
-        except (OSError, ConnectionError):
+        except (OSError, ConnectionError, ValueError):  # not up yet, or a garbled greeting
             await client.close()
         if time.monotonic() >= deadline:
             raise TimeoutError(f"no QMP socket at {path} after {wait:.0f}s")
