@@ -164,3 +164,55 @@ async def test_shutdown_closes_relayed_sockets(
     assert msg.data == 1001
     assert await asyncio.wait_for(scripted.received_close.get(), 5) == 1001
     await ws.close()
+
+
+async def test_passthrough_unreachable_and_slow_agent(
+    make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from viper_server.web import upstream
+    from viper_server.web.routes import agent_proxy
+
+    seen: list[tuple[str, str, bytes, str | None]] = []
+
+    async def slow(request: web.Request) -> web.Response:
+        seen.append((request.method, request.path_qs, await request.read(), request.content_type))
+        if request.query.get("sleep"):
+            await asyncio.sleep(float(request.query["sleep"]))
+        return web.json_response(
+            {"error": {"code": "x", "message": "y", "details": {}}}, status=418
+        )
+
+    agent_app = web.Application()
+    agent_app.router.add_route("*", "/v1/{tail:.*}", slow)
+    agent_server = TestServer(agent_app, host="127.0.0.1")
+    await agent_server.start_server()
+    try:
+        app, engine = await _relay_app(
+            {"vm1": str(agent_server.make_url("")).rstrip("/"), "down": "http://127.0.0.1:9"}
+        )
+        app.router.add_routes(agent_proxy.routes)
+        client = await make_client(app)
+        # Method, path, query and body reach the agent; its answer comes back unchanged.
+        resp = await client.post(
+            "/api/v1/vms/vm1/dom/click?token=secret&x=1", json={"selector": "a"}
+        )
+        assert resp.status == 418
+        assert (await resp.json())["error"]["code"] == "x"
+        assert seen[-1] == ("POST", "/v1/dom/click?x=1", b'{"selector": "a"}', "application/json")
+        resp = await client.delete("/api/v1/vms/vm1/targets/T1")
+        assert resp.status == 418
+        assert seen[-1][:2] == ("DELETE", "/v1/targets/T1")
+        assert engine.touched.count("vm1") == 2
+
+        resp = await client.get("/api/v1/vms/down/health")
+        assert resp.status == 502
+        assert (await resp.json())["error"]["code"] == "agent_unavailable"
+
+        monkeypatch.setattr(upstream, "TIMEOUT_MARGIN", 0.2)
+        resp = await client.get(
+            "/api/v1/vms/vm1/screenshot", params={"timeout_ms": "100", "sleep": "3"}
+        )
+        assert resp.status == 504
+        assert (await resp.json())["error"]["code"] == "agent_timeout"
+    finally:
+        await agent_server.close()
