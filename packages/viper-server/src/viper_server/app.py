@@ -44,11 +44,11 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     engine = Engine(app[config_key])
     await engine.start()
     app[engine_key] = engine
-    info = await engine.system_info()
     logger.info(
-        "viper-server ready: default runtime %s (configured %s)",
-        info.default_runtime,
+        "viper-server ready: VMs run with the %s runtime by default (configured: %s)%s",
+        engine.default_runtime,
         app[config_key].runtime,
+        "" if engine.default_runtime.isolated else "; process VMs are NOT isolated",
     )
     try:
         yield
