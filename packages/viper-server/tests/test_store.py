@@ -119,3 +119,12 @@ async def test_events_are_numbered_and_replayed(store: Store) -> None:
     assert await store.last_event_id() == second.id
     assert await store.events_after(first.id) == [second]
     assert await store.events_after(0) == [first, second]
+
+
+async def test_prune_keeps_the_newest_events(store: Store) -> None:
+    for i in range(10):
+        await store.append_event("VM_LOG", "a", None, f"line {i}")
+    assert await store.prune_events(keep=3) == 7
+    remaining = await store.events_after(0)
+    assert [e.message for e in remaining] == ["line 7", "line 8", "line 9"]
+    assert await store.prune_events(keep=3) == 0

@@ -85,6 +85,7 @@ class ServerConfig:
         idle_timeout_seconds: destroy a VM after this long without API or CDP activity
             (None: never, unless the VM asks for its own).
         agent_command: the `viper-agent` command the `process` runtime runs.
+        event_retention: how many of the newest events the store keeps (for replay).
         accel: the QEMU accelerator: `auto` (probe), `kvm` or `tcg`.
         ready_timeouts: per runtime, seconds from launch to a browser that answers.
         reaper_interval: seconds between checks for expired and idle VMs.
@@ -113,6 +114,7 @@ class ServerConfig:
     reaper_interval: float = 1.0
     stop_timeout: float = 10.0
     health_interval: float = 2.0
+    event_retention: int = 100_000
     browser_down_timeout: float = 30.0
 
     @property

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 
 from viper_protocol.errors import (
     CapacityExhausted,
@@ -40,7 +42,7 @@ from viper_server.events import EventBus, to_event
 from viper_server.hypervisors import build_hypervisors
 from viper_server.hypervisors.base import Hypervisor, LaunchSpec, VMProcess
 from viper_server.network.base import NetworkManager, tap_name
-from viper_server.orchestrator import cleanup, health, reconcile, system, views
+from viper_server.orchestrator import cleanup, health, logtail, reconcile, system, views
 from viper_server.orchestrator.metrics import Metrics
 from viper_server.orchestrator.state import VMHandle, check_transition, requires
 from viper_server.store import Store, VMRecord, utcnow
@@ -48,6 +50,7 @@ from viper_server.store import Store, VMRecord, utcnow
 logger = logging.getLogger(__name__)
 
 LAUNCH_TIMEOUT = 60.0
+PRUNE_INTERVAL = 300.0
 HEALTH_POLL_INTERVAL = 0.2
 HEALTH_CALL_TIMEOUT = 2.0
 EVENT_TYPE_FOR = {
@@ -361,6 +364,7 @@ class Engine:
             handle.watcher = asyncio.create_task(
                 self._watch(handle, proc), name=f"vm-watch:{record.id}"
             )
+            self.start_log_tailer(handle, record.log_path)
         except BaseException:
             await cleanup.unwind(handle)
             raise
@@ -401,6 +405,12 @@ class Engine:
     async def _await_ready(self, handle: VMHandle) -> None:
         """Bottom half: wait for the browser, then mark the VM running (see `health.py`)."""
         await health.await_ready(self, handle)
+
+    def start_log_tailer(self, handle: VMHandle, path: Path, offset: int = 0) -> None:
+        """Publish the VM's console / process output as `VM_LOG` events (see `logtail.py`)."""
+        handle.log_tailer = asyncio.create_task(
+            logtail.tail_log(self, handle, path, offset), name=f"vm-log:{handle.id}"
+        )
 
     def start_monitor(self, handle: VMHandle, *, restarts: int | None = None) -> None:
         """Start the health monitor of a running VM (see `health.py`)."""
@@ -496,9 +506,22 @@ class Engine:
             return record
 
     async def _reap(self) -> None:
-        """Bottom half: every `reaper_interval`, destroy VMs past their TTL or idle timeout."""
+        """Bottom half: every `reaper_interval`, destroy VMs past their TTL or idle timeout.
+
+        Every `PRUNE_INTERVAL` it also trims the event log to `config.event_retention`.
+        """
+        last_prune = -PRUNE_INTERVAL
         while True:
             await asyncio.sleep(self.config.reaper_interval)
+            if time.monotonic() - last_prune >= PRUNE_INTERVAL:
+                last_prune = time.monotonic()
+                try:
+                    pruned = await self.store.prune_events(self.config.event_retention)
+                except Exception:
+                    logger.exception("pruning the event log failed")
+                else:
+                    if pruned:
+                        logger.info("pruned %d old events", pruned)
             now = utcnow()
             for handle in list(self._vms.values()):
                 if handle.closing or handle.expiring:

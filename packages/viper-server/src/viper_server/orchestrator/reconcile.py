@@ -18,7 +18,7 @@ from viper_protocol.models.vms import VMStatus
 from viper_server.hypervisors.base import AdoptSpec, VMProcess
 from viper_server.hypervisors.hostproc import tail_lines
 from viper_server.network.base import tap_name
-from viper_server.orchestrator import cleanup
+from viper_server.orchestrator import cleanup, logtail
 from viper_server.orchestrator.state import VMHandle
 from viper_server.store import VMRecord, utcnow
 
@@ -82,6 +82,7 @@ async def _resume(engine: Engine, record: VMRecord, proc: VMProcess) -> VMHandle
     stack.push_async_callback(cleanup.kill, proc)
     engine._vms[record.name] = handle
     handle.watcher = asyncio.create_task(engine._watch(handle, proc), name=f"vm-watch:{record.id}")
+    engine.start_log_tailer(handle, record.log_path, logtail.file_size(record.log_path))
     if record.status is VMStatus.RUNNING:
         handle.ready.set_result(None)
         engine.start_monitor(handle)

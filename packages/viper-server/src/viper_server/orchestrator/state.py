@@ -75,6 +75,7 @@ class VMHandle:
     watcher: asyncio.Task[None] | None = None
     starter: asyncio.Task[None] | None = None
     monitor: asyncio.Task[None] | None = None
+    log_tailer: asyncio.Task[None] | None = None
     ready: asyncio.Future[None] = attrs.field(
         factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -99,8 +100,9 @@ class VMHandle:
         return time.monotonic() - self.last_activity
 
     def tasks(self) -> Iterable[asyncio.Task[None]]:
-        """The watcher, readiness and health-monitor tasks that exist."""
-        return [t for t in (self.watcher, self.starter, self.monitor) if t is not None]
+        """The watcher, readiness, health-monitor and log-tailing tasks that exist."""
+        tasks = (self.watcher, self.starter, self.monitor, self.log_tailer)
+        return [t for t in tasks if t is not None]
 
     async def cancel_tasks(self, *, keep_current: bool = True) -> None:
         """Cancel the VM's tasks and wait for them (never the caller's own)."""

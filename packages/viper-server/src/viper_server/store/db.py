@@ -302,33 +302,55 @@ class Store:
         data: JSONObject | None = None,
     ) -> StoredEvent:
         """Store an event and return it with its sequence number (the SSE `id`)."""
+        (stored,) = await self.append_events([(type, vm, status, message, data)])
+        return stored
+
+    async def append_events(
+        self, events: list[tuple[str, str, VMStatus | None, str, JSONObject | None]]
+    ) -> list[StoredEvent]:
+        """Store several events (type, vm, status, message, data) in one transaction."""
         timestamp = utcnow()
-        payload = dict(data or {})
+        stored: list[StoredEvent] = []
+        async with self._transaction() as db:
+            for type, vm, status, message, data in events:
+                payload = dict(data or {})
+                cur = await db.execute(
+                    "INSERT INTO events (type, vm, status, message, timestamp, data)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        type,
+                        vm,
+                        str(status) if status else None,
+                        message,
+                        timestamp.isoformat(),
+                        json.dumps(payload, separators=(",", ":")),
+                    ),
+                )
+                event_id = cur.lastrowid
+                await cur.close()
+                assert event_id is not None
+                stored.append(
+                    StoredEvent(
+                        id=event_id,
+                        type=type,
+                        vm=vm,
+                        status=status,
+                        message=message,
+                        timestamp=timestamp,
+                        data=payload,
+                    )
+                )
+        return stored
+
+    async def prune_events(self, keep: int) -> int:
+        """Delete all but the newest `keep` events; returns how many went."""
         async with self._transaction() as db:
             cur = await db.execute(
-                "INSERT INTO events (type, vm, status, message, timestamp, data)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    type,
-                    vm,
-                    str(status) if status else None,
-                    message,
-                    timestamp.isoformat(),
-                    json.dumps(payload, separators=(",", ":")),
-                ),
+                "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (keep,)
             )
-            event_id = cur.lastrowid
+            count = cur.rowcount
             await cur.close()
-        assert event_id is not None
-        return StoredEvent(
-            id=event_id,
-            type=type,
-            vm=vm,
-            status=status,
-            message=message,
-            timestamp=timestamp,
-            data=payload,
-        )
+        return max(count, 0)
 
     async def events_after(self, after_id: int, limit: int = 1000) -> list[StoredEvent]:
         """Stored events with an id above `after_id`, oldest first, at most `limit`."""
