@@ -212,6 +212,12 @@ async def test_server_sigkill_then_adopt_or_crash(config: ServerConfig, tmp_path
             assert await engine.list_vms() == []
             assert list(engine.config.run_root.iterdir()) == []
             assert list(engine.config.logs_dir.iterdir()) == []
+            assert await engine.store.leases() == {}
+            tmp = Path(tempfile.gettempdir())
+            for vm in by_name.values():
+                assert not (tmp / f"viper-{vm.id[:16]}").exists()
+            for pid in pids.values():
+                assert not pid_alive(pid)
         finally:
             await engine.close()
     finally:

@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import tempfile
+from collections import deque
 from pathlib import Path
 
 from viper_protocol.errors import LaunchFailed
@@ -118,6 +119,17 @@ class ProcessHypervisor:
 
     def __init__(self, config: ServerConfig) -> None:
         self._agent_command = list(config.agent_command)
+        # Ports handed out lately: the kernel may offer a just-closed port again, and two
+        # agents launched at once must not race for the same one.
+        self._recent_ports: deque[int] = deque(maxlen=1024)
+
+    def _pick_port(self) -> int:
+        for _ in range(20):
+            port = free_loopback_port()
+            if port not in self._recent_ports:
+                break
+        self._recent_ports.append(port)
+        return port
 
     @property
     def name(self) -> RuntimeName:
@@ -162,7 +174,7 @@ class ProcessHypervisor:
                 f"agent command {self._agent_command[0]!r} not found",
                 command=self._agent_command,
             )
-        port = free_loopback_port()
+        port = self._pick_port()
         command = [*base, "--host", "127.0.0.1", "--port", str(port)]
         tmp_dir = agent_tmp_dir(spec.vm_id)
         tmp_dir.mkdir(mode=0o700, exist_ok=True)
