@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
@@ -68,6 +68,22 @@ class StreamRegistry:
                 logger.warning("closing a stream failed: %r", result)
 
 
+async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
+    """Cancel `tasks` and wait until they are done, without raising what they raise.
+
+    Unlike `suppress(CancelledError): await task`, a cancellation aimed at the caller while it
+    waits still propagates.
+    """
+    pending = {t for t in tasks if not t.done()}
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending)
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            logger.debug("stream task ended with %r", task.exception())
+
+
 async def race_stop(awaitable: Awaitable[T], stop: asyncio.Event) -> T | None:
     """Await `awaitable`, or return None as soon as `stop` is set (cancelling it)."""
     task = asyncio.ensure_future(awaitable)
@@ -76,10 +92,7 @@ async def race_stop(awaitable: Awaitable[T], stop: asyncio.Event) -> T | None:
         await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopper.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
     if task.cancelled():
         return None
     return task.result()

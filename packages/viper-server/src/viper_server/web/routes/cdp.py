@@ -11,7 +11,6 @@ stays binary, no size cap, close codes carried across, both legs closed when eit
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -24,6 +23,7 @@ from aiohttp import WSMsgType, web
 from viper_protocol.errors import AgentUnavailable, BadRequest
 from viper_server.keys import engine_key, proxy_session_key, proxy_stats_key, streams_key
 from viper_server.web.openapi import operation
+from viper_server.web.streams import cancel_and_wait
 from viper_server.web.upstream import agent_base, agent_call
 
 logger = logging.getLogger(__name__)
@@ -178,14 +178,6 @@ async def json_protocol(request: web.Request) -> web.Response:
         return web.Response(body=body, status=response.status, content_type=response.content_type)
 
 
-async def _stop(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-
-
 def _sendable(code: int | None) -> int:
     if code is None:
         return 1000
@@ -270,7 +262,7 @@ async def devtools_ws(request: web.Request) -> web.StreamResponse:
             # Whichever side ended first decides the close code both sides get.
             first = upstream if tasks[1] in done else client
             code = 1001 if shutting_down else _sendable(first.close_code)
-            await _stop(tasks)
+            await cancel_and_wait(*tasks)
             if not upstream.closed:
                 await upstream.close(code=code)
             if not client.closed:
@@ -279,7 +271,7 @@ async def devtools_ws(request: web.Request) -> web.StreamResponse:
         # Also when the handler is cancelled (the client's connection dropped): stop the
         # pumps and close the browser side, so nothing of this connection outlives it.
         stats.active -= 1
-        await _stop(tasks)
+        await cancel_and_wait(*tasks)
         if not upstream.closed:
             await upstream.close(code=1001 if shutting_down else _sendable(client.close_code))
         if not client.closed:

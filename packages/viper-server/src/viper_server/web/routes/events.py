@@ -24,7 +24,7 @@ from viper_protocol.models.events import Event, EventType
 from viper_server.events import Subscription
 from viper_server.keys import engine_key, streams_key
 from viper_server.web.openapi import SSE, operation
-from viper_server.web.streams import race_stop
+from viper_server.web.streams import cancel_and_wait, race_stop
 
 routes = web.RouteTableDef()
 
@@ -119,6 +119,5 @@ async def events(request: web.Request) -> web.StreamResponse:
             pass
         finally:
             response.stop_streaming()
-            with contextlib.suppress(asyncio.CancelledError):
-                await gone
+            await cancel_and_wait(gone)
     return response

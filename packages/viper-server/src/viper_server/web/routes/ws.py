@@ -8,7 +8,6 @@ client are ignored; the server closes with 1001 when it shuts down.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from aiohttp import WSMsgType, web
 
@@ -20,7 +19,7 @@ from viper_server.web.routes.events import (
     next_event,
     parse_filters,
 )
-from viper_server.web.streams import race_stop
+from viper_server.web.streams import cancel_and_wait, race_stop
 
 routes = web.RouteTableDef()
 
@@ -54,8 +53,6 @@ async def events_ws(request: web.Request) -> web.StreamResponse:
         except ConnectionResetError:
             pass
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            await cancel_and_wait(reader)
             await ws.close(code=1001)
     return ws
