@@ -149,7 +149,7 @@ def auth_middleware(
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is None or request.path in PUBLIC_PATHS or request.method == hdrs.METH_OPTIONS:
+        if expected is None or request.path in PUBLIC_PATHS:
             return await handler(request)
         presented = _presented_key(request)
         if presented is None:

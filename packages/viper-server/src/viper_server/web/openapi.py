@@ -200,8 +200,9 @@ def build_openapi(
         if params:
             entry["parameters"] = params
         if op.body is not None:
+            # A body whose fields all have defaults may be left out (`POST .../reload`).
             entry["requestBody"] = {
-                "required": True,
+                "required": any(f.default is attrs.NOTHING for f in attrs.fields(op.body)),
                 "content": {JSON: {"schema": registry.ref(op.body)}},
             }
         if path in PUBLIC_PATHS:
