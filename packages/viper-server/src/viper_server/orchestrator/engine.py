@@ -27,6 +27,7 @@ from pathlib import Path
 
 from viper_protocol.errors import (
     CapacityExhausted,
+    InvalidState,
     LaunchFailed,
     NotFound,
     ValidationFailed,
@@ -204,16 +205,19 @@ class Engine:
         except BaseException as exc:
             await self._forget_failed(handle, exc)
             raise
-        handle.starter = asyncio.create_task(
-            self._await_ready(handle), name=f"vm-ready:{handle.id}"
-        )
+        if not handle.closing:  # the watcher may have seen it die already
+            handle.starter = asyncio.create_task(
+                self._await_ready(handle), name=f"vm-ready:{handle.id}"
+            )
         if wait:
             try:
                 await asyncio.shield(handle.ready)
             except ViperError as exc:
                 await self._forget_failed(handle, exc)
                 raise
-        return await self.get_vm(record.name)
+        current = await self.store.get_vm(record.id)
+        assert current is not None
+        return self._to_vm(current)
 
     async def get_vm(self, name: str) -> VM:
         """The VM named `name`.
@@ -268,7 +272,12 @@ class Engine:
             if record is None:
                 raise NotFound(f"no VM named {name!r}", {"name": name})
             requires(name, record.status, VMStatus.RUNNING, action="reach its browser")
-            raise AssertionError("unreachable: a running VM always has a handle")
+            # Running on record but not supervised here (the engine is closing): not usable.
+            raise InvalidState(
+                f"VM {name!r} is not supervised by this server right now",
+                state=str(record.status),
+                required=[str(VMStatus.RUNNING)],
+            )
         requires(name, handle.status, VMStatus.RUNNING, action="reach its browser")
         assert handle.proc is not None
         handle.touch()
