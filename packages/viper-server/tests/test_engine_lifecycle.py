@@ -9,9 +9,16 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from viper_protocol.errors import AlreadyExists, CapacityExhausted, InvalidState, LaunchFailed
+from viper_protocol.errors import (
+    AlreadyExists,
+    CapacityExhausted,
+    InvalidState,
+    LaunchFailed,
+    NotFound,
+    ValidationFailed,
+)
 from viper_protocol.models.events import Event, EventType
-from viper_protocol.models.vms import CreateVMRequest, VMStatus
+from viper_protocol.models.vms import CreateVMRequest, RuntimeName, VMStatus
 from viper_server.hypervisors.hostproc import pid_alive
 from viper_server.orchestrator import Engine
 
@@ -243,3 +250,48 @@ async def test_cancelled_create_leaves_nothing(
     assert await engine.store.leases() == {}
     assert fake_network.taps == set()
     assert list(engine.config.run_root.iterdir()) == []
+
+
+async def test_unknown_names_and_unusable_runtimes_are_refused(double_engine: Engine) -> None:
+    engine = double_engine
+    with pytest.raises(NotFound):
+        await engine.get_vm("nope")
+    with pytest.raises(NotFound):
+        await engine.delete_vm("nope")
+    with pytest.raises(NotFound):
+        await engine.agent_url("nope")
+    engine.touch("nope")  # activity on an unknown VM is ignored
+    with pytest.raises(ValidationFailed, match="cloud-hypervisor is not installed"):
+        await engine.create_vm(CreateVMRequest(name="x", runtime=RuntimeName.CLOUD_HYPERVISOR))
+    assert await engine.list_vms() == []
+    assert engine.metrics.creates == 0
+
+
+async def test_max_vms_under_concurrency(double_engine: Engine) -> None:
+    import attrs
+
+    engine = double_engine
+    engine.config = attrs.evolve(engine.config, max_vms=3)
+    results = await asyncio.gather(
+        *(engine.create_vm(CreateVMRequest(name=f"m{i}")) for i in range(6)),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(r, BaseException) for r in results) == 3
+    assert sum(isinstance(r, CapacityExhausted) for r in results) == 3
+    counts = await engine.status_counts()
+    assert sum(counts.values()) == 3
+
+
+async def test_system_info(double_engine: Engine) -> None:
+    engine = double_engine
+    await engine.create_vm(CreateVMRequest(name="counted"), wait=True)
+    info = await engine.system_info()
+    by_name = {r.name: r for r in info.runtimes}
+    assert by_name[RuntimeName.QEMU].available is True
+    assert by_name[RuntimeName.PROCESS].available is False  # not in this engine
+    assert info.default_runtime is RuntimeName.QEMU
+    assert info.image.present is False
+    assert info.capacity.vms_running == 1
+    assert info.capacity.ips_free == 252  # 254 hosts, minus the gateway, minus one lease
+    assert info.auth_required is False
+    assert info.kvm.accel in ("kvm", "tcg")
