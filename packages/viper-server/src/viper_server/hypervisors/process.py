@@ -103,7 +103,7 @@ class AgentProcess:
             return await self._proc.stop(hard=hard, timeout=timeout)
         finally:
             if self._tmp_dir is not None and self._proc.exited:
-                shutil.rmtree(self._tmp_dir, ignore_errors=True)
+                await asyncio.to_thread(shutil.rmtree, self._tmp_dir, ignore_errors=True)
 
     def output_tail(self, lines: int = 20) -> list[str]:
         """The last lines the agent and Chromium wrote."""
@@ -229,7 +229,7 @@ class ProcessHypervisor:
 
     async def cleanup(self, vm_id: str) -> None:
         """Remove what a VM of this runtime may have left on the host (its temp directory)."""
-        shutil.rmtree(agent_tmp_dir(vm_id), ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, agent_tmp_dir(vm_id), ignore_errors=True)
 
 
 def create(config: ServerConfig) -> ProcessHypervisor:

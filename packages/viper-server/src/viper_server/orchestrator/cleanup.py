@@ -27,9 +27,9 @@ logger = logging.getLogger(__name__)
 HARD_KILL_TIMEOUT = 10.0
 
 
-def remove_tree(path: Path) -> None:
-    """Remove a directory tree if it exists."""
-    shutil.rmtree(path, ignore_errors=True)
+async def remove_tree(path: Path) -> None:
+    """Remove a directory tree if it exists (in a thread: a browser profile has many files)."""
+    await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
 
 
 async def kill(proc: VMProcess) -> None:
@@ -81,7 +81,7 @@ async def release_leftovers(engine: Engine, record: VMRecord) -> None:
         except Exception:
             logger.exception("runtime cleanup of %s failed", record.name)
     if record.run_dir is not None:
-        remove_tree(record.run_dir)
+        await remove_tree(record.run_dir)
     if record.log_path is not None:
         record.log_path.unlink(missing_ok=True)
     await engine.store.release_ip(record.id)

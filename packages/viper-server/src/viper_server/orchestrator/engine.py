@@ -354,7 +354,7 @@ class Engine:
             assert record.run_dir is not None
             assert record.log_path is not None
             record.run_dir.mkdir(parents=True, exist_ok=True)
-            stack.callback(cleanup.remove_tree, record.run_dir)
+            stack.push_async_callback(cleanup.remove_tree, record.run_dir)
             record.log_path.touch()
             stack.callback(record.log_path.unlink, missing_ok=True)
             spec = self._launch_spec(record, tap)

@@ -77,7 +77,7 @@ async def _resume(engine: Engine, record: VMRecord, proc: VMProcess) -> VMHandle
         stack.push_async_callback(network.delete_tap, tap_name(record.id))
     assert record.run_dir is not None
     assert record.log_path is not None
-    stack.callback(cleanup.remove_tree, record.run_dir)
+    stack.push_async_callback(cleanup.remove_tree, record.run_dir)
     stack.callback(record.log_path.unlink, missing_ok=True)
     stack.push_async_callback(cleanup.kill, proc)
     engine._vms[record.name] = handle
@@ -135,7 +135,7 @@ async def reconcile(engine: Engine) -> None:
         for path in config.run_root.iterdir():
             if path.name not in live_ids:
                 logger.warning("removing leaked run directory %s", path)
-                cleanup.remove_tree(path)
+                await cleanup.remove_tree(path)
     if config.logs_dir.is_dir():
         for path in config.logs_dir.glob("*.log"):
             if path.stem not in live_ids:
