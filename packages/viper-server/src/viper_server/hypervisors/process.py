@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 # A launched agent that dies within this long counts as a failed launch, not a crash.
 EARLY_EXIT_WINDOW = 0.1
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
 def free_loopback_port() -> int:
@@ -154,12 +155,18 @@ class ProcessHypervisor:
         return [path, *self._agent_command[1:]]
 
     def availability(self) -> tuple[bool, str | None]:
-        """Available when the `viper-agent` command can be run."""
+        """Available when the `viper-agent` command can be run and a Chromium is installed."""
         if self._resolved_command() is None:
             return (
                 False,
                 f"agent command {self._agent_command[0]!r} not found (install viper-agent)",
             )
+        chromium = os.environ.get("VIPER_AGENT_CHROMIUM")
+        if chromium:
+            if not os.access(chromium, os.X_OK):
+                return False, f"VIPER_AGENT_CHROMIUM={chromium} is not executable"
+        elif not any(shutil.which(name) for name in CHROMIUM_NAMES):
+            return False, "Chromium not found (apt-get install chromium)"
         return True, None
 
     async def launch(self, spec: LaunchSpec) -> VMProcess:

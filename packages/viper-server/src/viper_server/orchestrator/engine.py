@@ -198,7 +198,16 @@ class Engine:
         )
         self._vms[record.name] = handle
         self.metrics.creates += 1
-        await self._emit(EventType.VM_CREATED, record, "created")
+        await self._emit(
+            EventType.VM_CREATED,
+            record,
+            "created",
+            {
+                "id": record.id,
+                "runtime": str(record.runtime),
+                "ip": str(record.ip_address) if record.ip_address else None,
+            },
+        )
         try:
             async with handle.lock:
                 await self._launch(handle, hv, record)
