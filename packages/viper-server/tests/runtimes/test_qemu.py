@@ -8,13 +8,14 @@ import shutil
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
+import attrs
 import pytest
 
 from viper_protocol.errors import LaunchFailed
 from viper_server.hypervisors.accel import host_tsc_khz, resolve_accel
 from viper_server.hypervisors.base import LaunchSpec
 from viper_server.hypervisors.hostproc import pid_alive
-from viper_server.hypervisors.qemu import QemuHypervisor, QemuOptions, qemu_command
+from viper_server.hypervisors.qemu import QemuHypervisor, QemuOptions, qemu_command, qmp_path
 from viper_server.hypervisors.qmp import QMPClient, QMPError
 from viper_server.network.base import mac_for_ip, tap_name
 from viper_server.network.bridge import BridgeNetworkManager
@@ -157,3 +158,12 @@ async def test_launch_failure_reports_and_leaves_nothing(netns: str, tmp_path: P
 
 def test_pid_alive_helper() -> None:
     assert not pid_alive(2**22 + 1)
+
+
+def test_long_run_dirs_get_a_short_qmp_socket(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 80) / "run"
+    spec = attrs.evolve(_spec(tmp_path), run_dir=deep)
+    path = qmp_path(spec)
+    assert len(str(path)) <= 107
+    assert path.name == f"{spec.vm_id}-qmp.sock"
+    assert qmp_path(_spec(Path("/r"))) == Path("/r/run/qmp.sock")

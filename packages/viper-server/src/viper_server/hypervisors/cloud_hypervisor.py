@@ -30,6 +30,7 @@ from viper_server.config import ServerConfig
 from viper_server.hypervisors.base import AdoptSpec, LaunchSpec, VMProcess
 from viper_server.hypervisors.ch_api import CHAPIError, CloudHypervisorAPI
 from viper_server.hypervisors.hostproc import HostProcess, pid_alive, pid_cmdline, spawn, tail_lines
+from viper_server.hypervisors.sockpath import socket_path
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,11 @@ class CloudHypervisorOptions:
     extra_append: tuple[str, ...] = ()
 
 
+def api_socket_path(spec: LaunchSpec) -> Path:
+    """The VM's API socket (in its run directory unless that path is too long)."""
+    return socket_path(spec.run_dir, API_SOCKET, spec.vm_id)
+
+
 def ch_command(spec: LaunchSpec, options: CloudHypervisorOptions) -> list[str]:
     """The full Cloud Hypervisor argv for one VM (what /proc/<pid>/cmdline will show).
 
@@ -89,7 +95,7 @@ def ch_command(spec: LaunchSpec, options: CloudHypervisorOptions) -> list[str]:
     )
     return [
         options.binary,
-        "--api-socket", f"path={spec.run_dir / API_SOCKET}",
+        "--api-socket", f"path={api_socket_path(spec)}",
         "--kernel", str(images / KERNEL),
         "--initramfs", str(images / INITRD),
         "--disk", f"path={images / ROOTFS},readonly=on",
@@ -180,6 +186,7 @@ class CloudHypervisorVM:
                 await self._wait_for(max(1.0, min(3.0, deadline - time.monotonic())))
         code = await self._proc.stop(hard=hard, timeout=max(1.0, deadline - time.monotonic()))
         await self.api.close()
+        self.api.socket_path.unlink(missing_ok=True)
         return code
 
     def output_tail(self, lines: int = 20) -> list[str]:
@@ -262,7 +269,7 @@ class CloudHypervisorHypervisor:
         except ValueError as exc:
             raise LaunchFailed(str(exc)) from exc
         spec.run_dir.mkdir(parents=True, exist_ok=True)
-        api = CloudHypervisorAPI(spec.run_dir / API_SOCKET)
+        api = CloudHypervisorAPI(api_socket_path(spec))
         api.socket_path.unlink(missing_ok=True)
         vmm_log = spec.run_dir / VMM_LOG
         try:
@@ -285,6 +292,7 @@ class CloudHypervisorHypervisor:
         except (ProcessLookupError, TimeoutError) as exc:
             code = await proc.stop(hard=True, timeout=0)
             await api.close()
+            api.socket_path.unlink(missing_ok=True)
             raise LaunchFailed(
                 f"Cloud Hypervisor exited at once with status {code}"
                 if isinstance(exc, ProcessLookupError)
@@ -309,7 +317,9 @@ class CloudHypervisorHypervisor:
                 "pid %d of %s runs something else now; not adopting", spec.pid, spec.name
             )
             return None
-        api = CloudHypervisorAPI(spec.api_socket or spec.run_dir / API_SOCKET)
+        api = CloudHypervisorAPI(
+            spec.api_socket or socket_path(spec.run_dir, API_SOCKET, spec.vm_id)
+        )
         try:
             await api.ping()
         except CHAPIError as exc:

@@ -44,6 +44,7 @@ from viper_server.hypervisors.accel import (
 from viper_server.hypervisors.base import AdoptSpec, LaunchSpec, VMProcess
 from viper_server.hypervisors.hostproc import HostProcess, pid_alive, pid_cmdline, spawn
 from viper_server.hypervisors.qmp import QMPClient, QMPError
+from viper_server.hypervisors.sockpath import socket_path
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,11 @@ def kernel_cmdline(spec: LaunchSpec, *, tcg: bool, extra: tuple[str, ...] = ()) 
     return " ".join([*parts, *extra])
 
 
+def qmp_path(spec: LaunchSpec) -> Path:
+    """The VM's QMP socket (in its run directory unless that path is too long)."""
+    return socket_path(spec.run_dir, QMP_SOCKET, spec.vm_id)
+
+
 def qemu_command(spec: LaunchSpec, options: QemuOptions, accel: str) -> list[str]:
     """The full QEMU argv for one VM (what /proc/<pid>/cmdline will show).
 
@@ -132,7 +138,7 @@ def qemu_command(spec: LaunchSpec, options: QemuOptions, accel: str) -> list[str
         "-device", f"virtio-net-{suffix},netdev=n0,mac={spec.mac}",
         "-chardev", f"file,id=console,path={spec.log_path},append=on",
         "-serial", "chardev:console",
-        "-qmp", f"unix:{spec.run_dir / QMP_SOCKET},server=on,wait=off",
+        "-qmp", f"unix:{qmp_path(spec)},server=on,wait=off",
         "-append", kernel_cmdline(spec, tcg=tcg, extra=options.extra_append),
     ]  # fmt: skip
 
@@ -337,17 +343,18 @@ class QemuHypervisor:
         except ValueError as exc:
             raise LaunchFailed(str(exc)) from exc
         spec.run_dir.mkdir(parents=True, exist_ok=True)
-        qmp_path = spec.run_dir / QMP_SOCKET
-        qmp_path.unlink(missing_ok=True)
+        qmp_sock = qmp_path(spec)
+        qmp_sock.unlink(missing_ok=True)
         try:
             pid = spawn([*self._prefix(), *command], log_path=spec.log_path)
         except OSError as exc:
             raise LaunchFailed(f"cannot run QEMU: {exc.strerror or exc}", command=command) from exc
         proc = HostProcess(pid, child=True, log_path=spec.log_path)
         try:
-            qmp = await _connect_qmp(qmp_path, proc, wait=QMP_WAIT, name=spec.name)
+            qmp = await _connect_qmp(qmp_sock, proc, wait=QMP_WAIT, name=spec.name)
         except (ProcessLookupError, TimeoutError, QMPError) as exc:
             code = await proc.stop(hard=True, timeout=0)
+            qmp_sock.unlink(missing_ok=True)
             raise LaunchFailed(
                 f"QEMU did not start: {exc}"
                 if not isinstance(exc, ProcessLookupError)
@@ -364,7 +371,7 @@ class QemuHypervisor:
             proc,
             command=command,
             agent_url=f"http://{spec.ip}:{spec.agent_port}",
-            qmp_path=qmp_path,
+            qmp_path=qmp_sock,
             qmp=qmp,
             powerdown_timeout=self.options.powerdown_timeout,
         )
@@ -379,11 +386,11 @@ class QemuHypervisor:
             )
             return None
         proc = HostProcess(spec.pid, child=False, log_path=spec.log_path)
-        qmp_path = spec.api_socket or spec.run_dir / QMP_SOCKET
+        sock = spec.api_socket or socket_path(spec.run_dir, QMP_SOCKET, spec.vm_id)
         qmp: QMPClient | None = QMPClient(spec.name)
         try:
             assert qmp is not None
-            await qmp.connect(qmp_path, timeout=5.0)
+            await qmp.connect(sock, timeout=5.0)
         except (OSError, ConnectionError, TimeoutError, QMPError) as exc:
             # QEMU serves one QMP client at a time; a stale one may still hold it. Supervision
             # works through the pidfd; shutdown then falls back to signals.
@@ -395,7 +402,7 @@ class QemuHypervisor:
             proc,
             command=spec.command,
             agent_url=spec.agent_url,
-            qmp_path=qmp_path,
+            qmp_path=sock,
             qmp=qmp,
             powerdown_timeout=self.options.powerdown_timeout,
         )
