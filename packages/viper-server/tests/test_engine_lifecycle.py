@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from ipaddress import IPv4Address
 
 import pytest
@@ -174,7 +175,10 @@ async def test_process_exit_is_a_crash_within_a_second(
     assert vm.pid is not None
     async with engine.bus.subscribe(types=[EventType.VM_CRASHED]) as sub:
         os.kill(vm.pid, signal.SIGKILL)
-        event = await sub.get(timeout=1.0)
+        killed = time.monotonic()
+        event = await sub.get(timeout=2.0)
+    # Noticed through a pidfd, not by polling: well within a second even on a busy host.
+    assert time.monotonic() - killed < 1.0
     assert event.vm == "victim"
     assert event.data["exit_code"] == -signal.SIGKILL
     crashed = await engine.get_vm("victim")
@@ -204,10 +208,10 @@ async def test_ttl_expiry_destroys(double_engine: Engine) -> None:
 
 async def test_idle_timeout_destroys_and_touch_postpones(double_engine: Engine) -> None:
     engine = double_engine
-    await engine.create_vm(CreateVMRequest(name="idle", idle_timeout_seconds=1), wait=True)
-    for _ in range(6):  # 1.5 s of activity keeps it alive past its 1 s idle timeout
+    await engine.create_vm(CreateVMRequest(name="idle", idle_timeout_seconds=2), wait=True)
+    for _ in range(15):  # 3 s of activity keeps it alive past its 2 s idle timeout
         engine.touch("idle")
-        await asyncio.sleep(0.25)
+        await asyncio.sleep(0.2)
     assert (await engine.get_vm("idle")).status is VMStatus.RUNNING
     await wait_until(lambda: "idle" not in engine._vms, timeout=5.0)
     assert await engine.list_vms() == []
