@@ -19,6 +19,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from viper_protocol.errors import LaunchFailed
 from viper_protocol.models.browser import BrowserStatus
 from viper_protocol.models.events import EventType
 from viper_protocol.models.vms import CreateVMRequest, RuntimeName, VMStatus
@@ -106,6 +107,19 @@ async def test_agent_kill_is_reported_crashed(engine: Engine) -> None:
     await wait_until(lambda: not pid_alive(chromium_pid), timeout=5)
     assert not (engine.config.run_root / vm.id).exists()
     await engine.delete_vm("fragile")
+
+
+async def test_broken_browser_fails_the_create_with_the_agents_output(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VIPER_AGENT_CHROMIUM", "/bin/false")  # inherited by the agent
+    with pytest.raises(LaunchFailed) as caught:
+        await engine.create_vm(CreateVMRequest(name="nobrowser"), wait=True)
+    details = caught.value.details
+    assert details["exit_code"] == 1
+    assert any("Chromium" in str(line) for line in details["output_tail"])  # type: ignore[union-attr]
+    assert await engine.list_vms() == []
+    assert list(engine.config.run_root.iterdir()) == []
 
 
 async def test_agent_output_becomes_vm_log_events(engine: Engine) -> None:
