@@ -92,8 +92,8 @@ class ServerConfig:
         stop_timeout: seconds a graceful stop may take before the process is killed.
         health_interval: seconds between health checks of a running VM's agent.
         browser_down_timeout: a running VM whose browser stays down (or whose agent stays
-            unreachable) this long is marked crashed; shorter outages, such as the agent
-            restarting a crashed Chromium, are only reported as `VM_LOG` events.
+            unreachable) this long is marked crashed. A Chromium that crashed crashes its VM
+            at the next health check, even though the agent restarts it.
     """
 
     host: str = "127.0.0.1"
@@ -113,7 +113,7 @@ class ServerConfig:
     )
     reaper_interval: float = 1.0
     stop_timeout: float = 10.0
-    health_interval: float = 2.0
+    health_interval: float = 1.0
     event_retention: int = 100_000
     browser_down_timeout: float = 30.0
 

@@ -2,10 +2,10 @@
 
 `await_ready` polls `/v1/health` after launch until Chromium runs, records the DevTools
 metadata and marks the VM running (a deadline or a broken agent crashes it instead).
-`monitor` keeps polling a running VM: a Chromium the agent restarted is reported as a
-`VM_LOG` event; a browser that stays down (or an agent that stays unreachable) for
-`browser_down_timeout` seconds crashes the VM. Both are bottom halves: they log and publish
-their own errors.
+`monitor` keeps polling a running VM: a Chromium that crashed crashes the VM (the browser
+the user held, its pages, cookies and DevTools sessions, is gone even though the agent starts
+a fresh one), and so does an agent that stays unreachable for `browser_down_timeout`
+seconds. Both are bottom halves: they log and publish their own errors.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def start_monitor(engine: Engine, handle: VMHandle, *, restarts: int | None = No
 
 
 async def monitor(engine: Engine, handle: VMHandle, restarts: int | None) -> None:
-    """Bottom half: report browser restarts as `VM_LOG`; a browser down for good is a crash."""
+    """Bottom half: a crashed Chromium, or an agent unreachable for good, crashes the VM."""
     proc = handle.proc
     assert proc is not None
     config = engine.config
@@ -101,13 +101,16 @@ async def monitor(engine: Engine, handle: VMHandle, restarts: int | None) -> Non
             browser = health.browser
             state = f"browser {browser.status}"
             up = browser.status is BrowserStatus.RUNNING
-            if restarts is not None and browser.restarts > restarts:
+            crashed = browser.status in (BrowserStatus.CRASHED, BrowserStatus.RESTARTING)
+            if crashed or (restarts is not None and browser.restarts > restarts):
                 line = (
-                    f"Chromium restarted by the agent (restart {browser.restarts},"
-                    f" last exit code {browser.last_exit_code})"
+                    f"Chromium crashed (exit code {browser.last_exit_code}):"
+                    " the browser session is lost"
                 )
                 handle.log.warning("%s", line)
                 await log_event(engine, handle, line, restarts=browser.restarts)
+                await engine._crash(handle, line)
+                return
             restarts = browser.restarts
         if up:
             down_since = None
