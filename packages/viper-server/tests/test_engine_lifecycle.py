@@ -235,7 +235,7 @@ async def test_browser_down_for_good_is_a_crash(
     async with engine.bus.subscribe(types=[EventType.VM_CRASHED], vm="flaky") as sub:
         stand_in_agent.browser_status = "crashed"
         event = await sub.get(timeout=5.0)
-    assert "browser crashed" in event.message
+    assert "Chromium crashed" in event.message
     assert (await engine.get_vm("flaky")).status is VMStatus.CRASHED
     assert await engine.store.leases() == {}
 

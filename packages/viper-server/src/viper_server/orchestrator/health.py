@@ -103,10 +103,9 @@ async def monitor(engine: Engine, handle: VMHandle, restarts: int | None) -> Non
             up = browser.status is BrowserStatus.RUNNING
             crashed = browser.status in (BrowserStatus.CRASHED, BrowserStatus.RESTARTING)
             if crashed or (restarts is not None and browser.restarts > restarts):
-                line = (
-                    f"Chromium crashed (exit code {browser.last_exit_code}):"
-                    " the browser session is lost"
-                )
+                code = browser.last_exit_code
+                exit_note = f" (exit code {code})" if code is not None else ""
+                line = f"Chromium crashed{exit_note}: the browser session is lost"
                 handle.log.warning("%s", line)
                 await log_event(engine, handle, line, restarts=browser.restarts)
                 await engine._crash(handle, line)
