@@ -119,10 +119,15 @@ async def inner(args: argparse.Namespace) -> None:
     """The benchmark proper, already inside the namespace."""
     net = BridgeNetworkManager(NET, api_port=7777)
     await net.ensure_bridge()
-    hv = QemuHypervisor(QemuOptions(images_dir=args.images, accel=args.accel))
+    options = QemuOptions(
+        images_dir=args.images, accel=args.accel, tcg_tb_size_mb=args.tb_size or None
+    )
+    hv = QemuHypervisor(options)
     accel = await hv.accel()
     print(f"qemu runtime, accel={accel.accel} ({accel.detail})")
     print(f"image {args.images}, {args.cpus} vCPU, {args.memory} MiB, {args.runs} boots")
+    if accel.accel == "tcg":
+        print(f"TCG translation cache: {args.tb_size or 'QEMU default'} MiB")
     results = []
     with tempfile.TemporaryDirectory(prefix="viper-bench-") as tmp:
         try:
@@ -155,6 +160,9 @@ def main() -> int:
     parser.add_argument("--memory", type=int, default=512, help="guest MiB")
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    parser.add_argument(
+        "--tb-size", type=int, help="TCG translation cache MiB (QEMU default 1 GiB)"
+    )
     parser.add_argument("--idle", type=float, default=10.0, help="seconds idle before measuring")
     parser.add_argument("--deadline", type=float, default=240.0, help="seconds per boot")
     args = parser.parse_args()

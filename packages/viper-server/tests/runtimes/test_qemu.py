@@ -49,7 +49,7 @@ def test_command_line_microvm_tcg(tmp_path: Path) -> None:
     cmd = qemu_command(spec, QemuOptions(images_dir=Path("/img")), "tcg")
     line = " ".join(cmd)
     assert cmd[0] == "qemu-system-x86_64"
-    assert "-M microvm,rtc=on -accel tcg -cpu max -m 512 -smp 2" in line
+    assert "-M microvm,rtc=on -accel tcg,tb-size=256 -cpu max -m 512 -smp 2" in line
     assert "-nodefaults -no-user-config -display none -no-reboot" in line
     assert "-kernel /img/vmlinuz -initrd /img/initrd.img" in line
     assert "file=/img/rootfs.ext4,format=raw,if=none,readonly=on" in line
@@ -75,6 +75,8 @@ def test_command_line_kvm_and_q35(tmp_path: Path) -> None:
     assert q35[q35.index("-M") + 1] == "q35"
     small = qemu_command(spec, QemuOptions(images_dir=Path("/img"), tcg_tb_size_mb=64), "tcg")
     assert "tcg,tb-size=64" in small
+    default = qemu_command(spec, QemuOptions(images_dir=Path("/img"), tcg_tb_size_mb=None), "tcg")
+    assert default[default.index("-accel") + 1] == "tcg"
 
 
 def test_command_line_needs_network(tmp_path: Path) -> None:
