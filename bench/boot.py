@@ -161,7 +161,10 @@ def main() -> int:
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
     parser.add_argument(
-        "--tb-size", type=int, help="TCG translation cache MiB (QEMU default 1 GiB)"
+        "--tb-size",
+        type=int,
+        default=256,
+        help="TCG translation cache MiB (0: QEMU default, 1 GiB)",
     )
     parser.add_argument("--idle", type=float, default=10.0, help="seconds idle before measuring")
     parser.add_argument("--deadline", type=float, default=240.0, help="seconds per boot")
