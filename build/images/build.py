@@ -11,8 +11,9 @@ Stages and what their key hashes (a stage reruns when its key or any dependency'
     initrd  kernel + init + module list                 -> initrd.img (stage 1, about 1.4 MB)
     base    suite, mirrors, package list, trims         -> trimmed Debian tree (mmdebstrap)
     wheels  viper-protocol + viper-agent sources        -> wheels for the guest's CPython 3.11
-    rootfs  base + wheels + init                        -> tree with /opt/viper/venv, /sbin/viper-init
+    rootfs  base + wheels + init                        -> tree + /opt/viper/venv + viper-init
     ext4    rootfs                                      -> rootfs.ext4 (read-only, no journal)
+    initramfs  rootfs + initrd (opt-in: --stage initramfs) -> viper-initramfs.cpio.zst
 
 Artefacts land in build/artifacts/ (hard links into the work dir) with SHA256SUMS and
 manifest.json (`viper_protocol.models.system.ImageManifest`); `--output DIR` also copies them
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -37,8 +37,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import recipe  # noqa: E402
-import stages  # noqa: E402
+import recipe
+import stages
 
 DEPS: dict[str, tuple[str, ...]] = {
     "kernel": (),
@@ -48,8 +48,11 @@ DEPS: dict[str, tuple[str, ...]] = {
     "wheels": (),
     "rootfs": ("base", "wheels", "init"),
     "ext4": ("rootfs",),
+    "initramfs": ("rootfs", "initrd"),
 }
-ORDER = ("kernel", "init", "initrd", "base", "wheels", "rootfs", "ext4")
+ORDER = ("kernel", "init", "initrd", "base", "wheels", "rootfs", "ext4", "initramfs")
+# What a plain build makes; the whole-rootfs initramfs is opt-in (slower, needs more RAM).
+DEFAULT_TARGETS = ("kernel", "init", "initrd", "base", "wheels", "rootfs", "ext4")
 # name in the output dir -> path in the work dir
 ARTEFACTS = {
     "vmlinuz": "kernel/vmlinuz",
@@ -57,6 +60,7 @@ ARTEFACTS = {
     "initrd.img": "initrd/initrd.img",
     "rootfs.ext4": "ext4/rootfs.ext4",
 }
+OPTIONAL_ARTEFACTS = {"viper-initramfs.cpio.zst": "initramfs/viper-initramfs.cpio.zst"}
 DEFAULT_OUTPUT = recipe.REPO / "build" / "artifacts"
 DEFAULT_WORK = recipe.REPO / "build" / "work"
 
@@ -88,8 +92,8 @@ def stage_keys() -> dict[str, str]:
 
 
 def image_key(keys: dict[str, str]) -> str:
-    """One hash over all stage keys: the CI cache key of a complete image."""
-    return recipe.digest(keys)
+    """One hash over the default stages' keys: the CI cache key of a complete image."""
+    return recipe.digest({k: keys[k] for k in DEFAULT_TARGETS})
 
 
 class Progress:
@@ -146,7 +150,9 @@ def wanted(targets: list[str]) -> list[str]:
     return [s for s in ORDER if s in need]
 
 
-def run_stages(work: Path, targets: list[str], force: set[str], progress: Progress) -> dict[str, Any]:
+def run_stages(
+    work: Path, targets: list[str], force: set[str], progress: Progress
+) -> dict[str, Any]:
     """Builds the stale stages among `targets` (and their dependencies); returns merged facts."""
     keys = stage_keys()
     facts: dict[str, Any] = {}
@@ -176,19 +182,29 @@ def run_stages(work: Path, targets: list[str], force: set[str], progress: Progre
         save_stamp(work, name, keys[name], out)
         rebuilt.add(name)
         facts.update(out)
-        progress.emit("stage", stage=name, state="done", seconds=round(time.monotonic() - started, 1))
+        progress.emit(
+            "stage", stage=name, state="done", seconds=round(time.monotonic() - started, 1)
+        )
     return facts
 
 
-def checksums(work: Path) -> dict[str, str]:
-    """sha256 of every artefact, cached by (size, mtime) in the work dir (hashing 600 MB takes s)."""
+def artefacts(work: Path, targets: list[str]) -> dict[str, str]:
+    """Output name -> work path of what this build installs."""
+    found = dict(ARTEFACTS)
+    if "initramfs" in targets:
+        found.update(OPTIONAL_ARTEFACTS)
+    return found
+
+
+def checksums(work: Path, files: dict[str, str]) -> dict[str, str]:
+    """sha256 of every artefact, cached by (size, mtime, inode) in the work dir."""
     cache_path = work / "stamps" / "sha256.json"
     try:
         cache: dict[str, Any] = json.loads(cache_path.read_text())
     except (OSError, ValueError):
         cache = {}
     sums = {}
-    for name, rel in ARTEFACTS.items():
+    for name, rel in files.items():
         p = work / rel
         st = p.stat()
         ident = [st.st_size, st.st_mtime_ns, st.st_ino]
@@ -202,10 +218,12 @@ def checksums(work: Path) -> dict[str, str]:
     return sums
 
 
-def install(work: Path, dest: Path, manifest: dict[str, Any], *, link: bool) -> None:
+def install(
+    work: Path, dest: Path, files: dict[str, str], manifest: dict[str, Any], *, link: bool
+) -> None:
     """Puts the artefacts, SHA256SUMS and manifest.json in `dest`; manifest.json goes last."""
     dest.mkdir(parents=True, exist_ok=True)
-    for name, rel in ARTEFACTS.items():
+    for name, rel in files.items():
         tmp = dest / f".{name}.tmp"
         tmp.unlink(missing_ok=True)
         try:
@@ -216,11 +234,15 @@ def install(work: Path, dest: Path, manifest: dict[str, Any], *, link: bool) -> 
             # cp keeps the ext4 image sparse (about 150 MB of it is unused blocks)
             subprocess.run(["cp", "--sparse=always", str(work / rel), str(tmp)], check=True)
         os.replace(tmp, dest / name)
+    # Written to new files and renamed: the old ones may be hard links into a cache.
     sums = "".join(f"{h}  {n}\n" for n, h in sorted(manifest["files"].items()))
-    (dest / "SHA256SUMS").write_text(sums)
-    tmp = dest / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, dest / "manifest.json")
+    for name, text in (("SHA256SUMS", sums), ("manifest.json", json.dumps(manifest, indent=2))):
+        tmp = dest / f".{name}.tmp"
+        tmp.unlink(missing_ok=True)
+        tmp.write_text(text if name == "SHA256SUMS" else text + "\n")
+        os.replace(tmp, dest / name)
+    for stale in set(OPTIONAL_ARTEFACTS) - set(files):
+        (dest / stale).unlink(missing_ok=True)
 
 
 def build(
@@ -233,9 +255,10 @@ def build(
 ) -> dict[str, Any]:
     """Runs the stages and, for a full build, installs the artefacts. Returns the manifest."""
     facts = run_stages(work, targets, force, progress)
-    if set(wanted(targets)) != set(ORDER):
+    if not set(DEFAULT_TARGETS) <= set(wanted(targets)):
         return {}
-    sums = checksums(work)
+    files = artefacts(work, targets)
+    sums = checksums(work, files)
     built = load_stamp(work, "ext4")
     built_at = datetime.fromtimestamp(built["at"] if built else time.time(), UTC)
     manifest = {
@@ -246,7 +269,7 @@ def build(
         "files": sums,
     }
     for i, dest in enumerate(outputs):
-        install(work, dest, manifest, link=i == 0)
+        install(work, dest, files, manifest, link=i == 0)
         progress.emit("log", stage="install", message=f"installed in {dest}")
     return manifest
 
@@ -254,12 +277,13 @@ def build(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the Viper guest image.")
     parser.add_argument("--output", type=Path, action="append", default=[],
-                        help="also install (copy) the artefacts here, e.g. ~/.viper/images")  # fmt: skip
+                        help="also copy the artefacts here, e.g. ~/.viper/images")  # fmt: skip
     parser.add_argument("--artifacts", type=Path, default=DEFAULT_OUTPUT,
-                        help="where artefacts are linked after a build (default %(default)s)")  # fmt: skip
+                        help="where artefacts are hard-linked (default %(default)s)")  # fmt: skip
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="work/cache directory")
     parser.add_argument("--stage", action="append", choices=ORDER, default=[],
-                        help="build only this stage and what it needs (repeatable)")  # fmt: skip
+                        help="build this stage and what it needs (repeatable; default: all "
+                        "but initramfs; `--stage ext4 --stage initramfs` adds it)")  # fmt: skip
     parser.add_argument("--force", action="append", choices=ORDER, default=[],
                         help="rebuild this stage even if its key is unchanged")  # fmt: skip
     parser.add_argument("--progress", choices=("text", "json"), default="text")
@@ -280,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest = build(
             work=work,
             outputs=outputs,
-            targets=args.stage or list(ORDER),
+            targets=args.stage or list(DEFAULT_TARGETS),
             force=set(args.force),
             progress=progress,
         )

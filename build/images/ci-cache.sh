@@ -39,7 +39,8 @@ else
     # One builder at a time per cache root; a second CI job waits and then hits.
     exec 9>"$cache_root/.lock"
     flock 9
-    if [ ! -f "$dest/manifest.json" ]; then
+    if ! { [ -f "$dest/manifest.json" ] && (cd "$dest" && sha256sum --quiet -c SHA256SUMS); }; then
+        rm -rf "$dest" "$dest.tmp"
         "$python" "$here/build.py" --work "$cache_root/work" --artifacts "$dest.tmp"
         rm -rf "$dest"
         mv "$dest.tmp" "$dest"
@@ -53,8 +54,15 @@ fi
 
 if [ -n "$link_to" ]; then
     mkdir -p "$link_to"
-    for f in vmlinuz vmlinux-x86_64 initrd.img rootfs.ext4 SHA256SUMS manifest.json; do
-        ln -f "$dest/$f" "$link_to/$f" 2>/dev/null || cp -f "$dest/$f" "$link_to/$f"
+    # Big files as hard links (same file system) or sparse copies; the small ones copied, so
+    # nothing written into the link directory later can change the cache.
+    for f in vmlinuz vmlinux-x86_64 initrd.img rootfs.ext4; do
+        rm -f "$link_to/$f"
+        ln "$dest/$f" "$link_to/$f" 2>/dev/null || cp --sparse=always "$dest/$f" "$link_to/$f"
+    done
+    for f in SHA256SUMS manifest.json; do
+        rm -f "$link_to/$f"
+        cp "$dest/$f" "$link_to/$f"
     done
 fi
 echo "$dest"

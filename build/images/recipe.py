@@ -81,7 +81,16 @@ MODULES = (
     "evdev",
 )
 # Bump when a stage's recipe changes in a way the data above does not show.
-RECIPE_VERSION = {"kernel": 1, "init": 1, "initrd": 1, "base": 1, "wheels": 1, "rootfs": 1, "ext4": 1}
+RECIPE_VERSION = {
+    "kernel": 1,
+    "init": 1,
+    "initrd": 1,
+    "base": 1,
+    "wheels": 1,
+    "rootfs": 1,
+    "ext4": 1,
+    "initramfs": 1,
+}
 # Where the agent and its wheels come from, hashed for the `wheels` stage.
 AGENT_SOURCES = (REPO / "packages" / "viper-protocol", REPO / "packages" / "viper-agent")
 INIT_SOURCE = HERE / "viper-init.c"

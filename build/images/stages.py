@@ -118,7 +118,9 @@ def stage_kernel(ctx: Context) -> dict[str, str]:
     mods.mkdir()
     tree = d / "x" / "lib" / "modules" / kver / "kernel"
     for name in recipe.MODULES:
-        found = [p for p in tree.rglob("*.ko") if p.stem.replace("-", "_") == name.replace("-", "_")]
+        found = [
+            p for p in tree.rglob("*.ko") if p.stem.replace("-", "_") == name.replace("-", "_")
+        ]
         if not found:
             raise BuildError(f"module {name} not in {pkg}")
         shutil.copy2(found[0], mods / f"{name}.ko")
@@ -160,7 +162,10 @@ def write_cpio(out: Path, dirs: list[str], files: dict[str, tuple[int, bytes]]) 
         buf.write(_cpio_entry(name, mode, data))
     buf.write(_cpio_entry("TRAILER!!!", 0))
     tmp = out.with_suffix(".tmp")
-    with tmp.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as gz:
+    with (
+        tmp.open("wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as gz,
+    ):
         gz.write(buf.getvalue())
     os.replace(tmp, out)
 
@@ -171,9 +176,11 @@ def stage_initrd(ctx: Context) -> dict[str, str]:
     mods = ctx.work / "kernel" / "modules"
     files = {"init": (0o100755, (ctx.work / "init" / "viper-init").read_bytes())}
     for name in recipe.MODULES:
-        files[f"lib/viper/modules/{name}.ko"] = (0o100644, (mods / f"{name}.ko").read_bytes())
-    files["lib/viper/modules.list"] = (0o100644, ("\n".join(recipe.MODULES) + "\n").encode())
-    dirs = ["dev", "proc", "sys", "mnt", "sysroot", "lib", "lib/viper", "lib/viper/modules"]
+        files[f"viper/modules/{name}.ko"] = (0o100644, (mods / f"{name}.ko").read_bytes())
+    files["viper/modules.list"] = (0o100644, ("\n".join(recipe.MODULES) + "\n").encode())
+    # Nothing under /lib: appended to the whole-rootfs initramfs, a "lib" directory entry would
+    # replace Debian's /lib -> usr/lib symlink.
+    dirs = ["dev", "proc", "sys", "mnt", "sysroot", "viper", "viper/modules"]
     write_cpio(d / "initrd.img", dirs, files)
     return {}
 
@@ -201,7 +208,7 @@ def stage_base(ctx: Context) -> dict[str, str]:
         "mmdebstrap",
         "--variant=minbase",
         "--mode=root",
-        "--aptopt=APT::Install-Recommends \"false\"",
+        '--aptopt=APT::Install-Recommends "false"',
         "--include=" + ",".join(recipe.PACKAGES),
     ]
     cmd += [f"--dpkgopt={opt}" for opt in recipe.DPKG_EXCLUDES]
@@ -255,7 +262,8 @@ def stage_rootfs(ctx: Context) -> dict[str, str]:
     pip_whl = next((wheels / "pip").glob("pip-*.whl"))
     ctx.say("installing viper-agent into /opt/viper/venv (offline, in the chroot)")
     ctx.run(["chroot", tmp, "python3", "-m", "venv", "--without-pip", "/opt/viper/venv"])
-    ctx.run(["chroot", tmp, "/opt/viper/venv/bin/python", f"/tmp/viper-wheels/pip/{pip_whl.name}/pip",
+    pip = f"/tmp/viper-wheels/pip/{pip_whl.name}/pip"  # pip runs from its wheel: none in the image
+    ctx.run(["chroot", tmp, "/opt/viper/venv/bin/python", pip,
              "install", "-q", "--no-index", "--no-cache-dir", "--disable-pip-version-check",
              "--find-links", "/tmp/viper-wheels", "viper-agent"])  # fmt: skip
     ctx.run(["chroot", tmp, "/opt/viper/venv/bin/viper-agent", "--version"])
@@ -292,4 +300,29 @@ def stage_ext4(ctx: Context, key: str) -> dict[str, str]:
              f"{size_mib}M"])  # fmt: skip
     ctx.run(["e2fsck", "-fn", tmp])
     os.replace(tmp, d / "rootfs.ext4")
+    return {}
+
+
+def stage_initramfs(ctx: Context) -> dict[str, str]:
+    """Optional whole-rootfs initramfs (the seed's variant): the tree as a zstd cpio, then the
+    stage-1 archive appended (the kernel unpacks concatenated archives in order), so /init is
+    viper-init, which loads the modules, finds the agent already in / and skips stage 1.
+    Slower to boot and needs >= 1.5 GiB of guest RAM (docs/image-pipeline.md), so not default.
+    """
+    d = fresh_dir(ctx.work / "initramfs")
+    tmp = d / "viper-initramfs.cpio.zst.tmp"
+    tree = ctx.work / "rootfs"
+    with tmp.open("wb") as out:
+        find = subprocess.Popen(["find", ".", "-print0"], cwd=tree, stdout=subprocess.PIPE)
+        cpio = subprocess.Popen(
+            ["cpio", "--null", "-o", "-H", "newc", "--quiet", "-R", "0:0"],
+            cwd=tree,
+            stdin=find.stdout,
+            stdout=subprocess.PIPE,
+        )
+        zstd = subprocess.run(["zstd", "-q", "-3", "-T2", "-c"], stdin=cpio.stdout, stdout=out)
+        if find.wait() or cpio.wait() or zstd.returncode:
+            raise BuildError("find | cpio | zstd failed for the initramfs variant")
+        out.write((ctx.work / "initrd" / "initrd.img").read_bytes())
+    os.replace(tmp, d / "viper-initramfs.cpio.zst")
     return {}

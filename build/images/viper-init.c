@@ -4,7 +4,7 @@
  * One static binary plays two roles (see docs/image-pipeline.md):
  *
  *   stage 1 (as /init of the tiny initramfs): mounts /dev and /proc, loads the virtio/overlay
- *     modules listed in /lib/viper/modules.list with finit_module(2), mounts the read-only ext4
+ *     modules listed in /viper/modules.list with finit_module(2), mounts the read-only ext4
  *     root (viper.root=, default /dev/vda), stacks an overlayfs with a tmpfs upper layer on it and
  *     switches root into the overlay (MS_MOVE + chroot, like busybox switch_root), then carries on
  *     as stage 2 in the same process.
@@ -56,8 +56,8 @@
 #define VIPER_INIT_VERSION "1.0"
 #define MAX_LIST 32
 #define MAX_INPUTS 8
-#define MODULES_DIR "/lib/viper/modules"
-#define MODULES_LIST "/lib/viper/modules.list"
+#define MODULES_DIR "/viper/modules"
+#define MODULES_LIST "/viper/modules.list"
 #define DEFAULT_AGENT "/opt/viper/venv/bin/viper-agent"
 
 struct ipconf {

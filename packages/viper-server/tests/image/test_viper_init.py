@@ -31,7 +31,8 @@ def parse(binary: Path, cmdline: str) -> tuple[int, dict[str, list[str]]]:
 
 def test_the_servers_cmdline_configures_eth0_and_the_default_agent(viper_init: Path) -> None:
     code, out = parse(viper_init, SERVER_CMDLINE)
-    assert code == 0 and out["valid"] == ["1"]
+    assert code == 0
+    assert out["valid"] == ["1"]
     assert out["ip.client"] == ["192.168.127.2"]
     assert out["ip.gateway"] == ["192.168.127.1"]
     assert out["ip.netmask"] == ["255.255.255.0"]
@@ -47,7 +48,7 @@ def test_the_servers_cmdline_configures_eth0_and_the_default_agent(viper_init: P
 def test_agent_port_args_env_and_quoting(viper_init: Path) -> None:
     code, out = parse(
         viper_init,
-        SERVER_CMDLINE + ' viper.agent_port=9222 viper.agent_arg=--log-level '
+        SERVER_CMDLINE + " viper.agent_port=9222 viper.agent_arg=--log-level "
         'viper.agent_arg=debug "viper.agent_env=VIPER_AGENT_CHROMIUM_ARGS=--lang=de --mute-audio"',
     )
     assert code == 0
@@ -75,7 +76,8 @@ def test_ip_variants(viper_init: Path, ip: str, netmask: str, device: str, dns: 
 
 def test_no_gateway_is_allowed(viper_init: Path) -> None:
     code, out = parse(viper_init, "ip=10.0.2.15:::255.255.255.0:h:eth0:off")
-    assert code == 0 and out["ip.gateway"] == [""]
+    assert code == 0
+    assert out["ip.gateway"] == [""]
 
 
 @pytest.mark.parametrize(
@@ -98,7 +100,8 @@ def test_bad_settings_are_reported_and_not_applied(
     viper_init: Path, cmdline: str, error: str
 ) -> None:
     code, out = parse(viper_init, cmdline)
-    assert code == 1 and out["valid"] == ["0"]
+    assert code == 1
+    assert out["valid"] == ["0"]
     assert error in out["error"][0]
     assert out["ip.present"] == ["0"]
     assert out["agent.port"] == ["8080"]
@@ -107,12 +110,15 @@ def test_bad_settings_are_reported_and_not_applied(
 def test_ip_off_and_unknown_parameters_leave_defaults(viper_init: Path) -> None:
     code, out = parse(viper_init, "ip=off BOOT_IMAGE=/vmlinuz ro foo root=/dev/vdb viper.x=1")
     assert code == 0
-    assert out["ip.present"] == ["0"] and out["hostname"] == ["viper"]
+    assert out["ip.present"] == ["0"]
+    assert out["hostname"] == ["viper"]
     assert out["root"] == ["/dev/vdb"]
 
 
 def test_refuses_to_run_as_an_ordinary_process(viper_init: Path) -> None:
     proc = subprocess.run([str(viper_init)], capture_output=True, text=True, timeout=10)
-    assert proc.returncode == 2 and "usage: viper-init" in proc.stderr
+    assert proc.returncode == 2
+    assert "usage: viper-init" in proc.stderr
     version = subprocess.run([str(viper_init), "--version"], capture_output=True, text=True)
-    assert version.returncode == 0 and version.stdout.startswith("viper-init ")
+    assert version.returncode == 0
+    assert version.stdout.startswith("viper-init ")
