@@ -3,9 +3,10 @@
 The server runs under `ip netns exec`, so its bridge, taps and guests live in the test's
 namespace; the test drives it from a thread that joined the namespace (REST, Playwright over the
 server's DevTools proxy). Covers: a VM booted from the built image and reached over the bridge,
-Chromium driven through the server, guests kept off the host's API port, a guest killed from
-outside reported as crashed, a server killed with -9 and restarted adopting its running VM, and
-destroy leaving no tap, process, lease or file. Slow under TCG: VIPER_E2E=1 only.
+Chromium driven through the server, guests kept off the host's API port and off each other,
+a guest killed from outside reported as crashed, a server killed with -9 and restarted adopting
+its running VM, and destroy leaving no tap, process, lease or file.
+Slow under TCG: VIPER_E2E=1 only.
 """
 
 from __future__ import annotations
@@ -128,6 +129,20 @@ async def _drive_browser(name: str) -> tuple[str, list[Any], list[Any]]:
     return text, own_agent, host_api
 
 
+async def _probe_from(name: str, url: str) -> list[Any]:
+    """From VM `name`'s Chromium (a page its agent serves), try to fetch `url`."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.connect_over_cdp(f"{BASE}/api/v1/vms/{name}/cdp")
+        context = browser.contexts[0] if browser.contexts else await browser.new_context()
+        page = await context.new_page()
+        await page.goto("http://127.0.0.1:8080/v1/health")
+        result: list[Any] = await page.evaluate(PROBE_JS, url)
+        await browser.close()
+    return result
+
+
 async def _scenario(server: Server) -> None:
     server.start()
     async with aiohttp.ClientSession() as http:
@@ -142,12 +157,17 @@ async def _scenario(server: Server) -> None:
         assert host_api[0] == "blocked"  # ...but not to the host's API port:
         assert host_api[1] > 5000  # dropped by the firewall (a wait), not refused by Chromium
 
+        demo2 = await _create(http, "demo2")
+        assert demo2["ip"] == "192.168.127.3"
+        peer = await _probe_from("demo", "http://192.168.127.3:8080/v1/health")
+        assert peer[0] == "blocked"  # guests cannot reach each other: isolated bridge ports
+        assert peer[1] > 2000  # keep ARP from B, so A gives up after its ARP retries
+
         os.kill(demo["pid"], signal.SIGKILL)  # a guest killed from outside
         await _until(http, "demo", "crashed", 30)
         async with http.delete(f"{BASE}/api/v1/vms/demo") as r:
             assert r.status == 200
 
-        demo2 = await _create(http, "demo2")
         server.kill()  # the server dies with -9; the VM keeps running
         assert pid_alive(demo2["pid"])
         server.start()
