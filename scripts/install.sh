@@ -94,11 +94,17 @@ install_host() {
   run "$PREFIX/bin/python" -m pip install -q --force-reinstall --no-deps "$wheels"/*.whl
   run "$PREFIX/bin/python" -m pip install -q --find-links "$wheels" \
     "viper-server[process]" viper-cli
+  say "copying the image pipeline's sources to $PREFIX/src (for 'viper images build')"
+  run rm -rf "$PREFIX/src"
+  run mkdir -p "$PREFIX/src/build"
+  run cp -r "$ROOT/packages" "$PREFIX/src/packages"
+  run cp -r "$ROOT/build/images" "$PREFIX/src/build/images"
   local cmd
   for cmd in viper-server viper-agent viper; do
     run ln -sfn "$PREFIX/bin/$cmd" "$BIN_DIR/$cmd"
   done
-  say "done: run 'viper-server' (state in ~/.viper), then 'viper vms create demo'"
+  say "done: run 'viper-server' (state in ~/.viper), then 'viper vms create demo';"
+  say "for microVMs: 'viper images build' then 'viper setup' (see docs/image-pipeline.md)"
 }
 
 install_dev() {

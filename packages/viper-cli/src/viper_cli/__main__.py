@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
         rv = cli.main(args=argv, prog_name="viper", standalone_mode=False)
         if inspect.iscoroutine(rv):
             asyncio.run(rv)
+        elif isinstance(rv, int):  # click returns the code of an Exit in this mode
+            return rv
     except ViperError as exc:
         suffix = "" if exc.code == "internal" else f" ({exc.code})"
         click.echo(f"Error: {exc.message}{suffix}", err=True)

@@ -70,12 +70,14 @@ def cli(ctx: click.Context, api_base: str, api_key: str | None, json_output: boo
 
 def register_commands() -> None:
     """Attach the command groups (import late: they import this module)."""
-    from viper_cli.commands import browsers, shell, system, vms
+    from viper_cli.commands import browsers, images, setup, shell, system, vms
 
     cli.add_command(vms.vms)
     cli.add_command(browsers.browsers)
     cli.add_command(system.system)
     cli.add_command(shell.shell)
+    cli.add_command(images.images)
+    cli.add_command(setup.setup)
 
 
 register_commands()

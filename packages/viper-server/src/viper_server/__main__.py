@@ -86,7 +86,16 @@ def load_config(args: argparse.Namespace) -> ServerConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Parse the command line and run the server until SIGINT or SIGTERM."""
+    """Parse the command line and run the server until SIGINT or SIGTERM.
+
+    `viper-server setup [...]` instead runs the host preflight and network setup
+    (`viper_server.network.__main__`), which `viper setup` calls.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["setup"]:
+        from viper_server.network.__main__ import main as setup_main
+
+        sys.exit(setup_main(argv[1:], prog="viper-server setup"))
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -43,9 +43,12 @@ def preflight(images: Path) -> list[tuple[str, bool, str]]:
     return checks
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m viper_server.network") -> int:
     """Run the preflight, then set up (or plan, or tear down) the host network."""
-    parser = argparse.ArgumentParser(prog="python -m viper_server.network", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Check this host for microVMs and set up (or tear down) their network.",
+    )
     parser.add_argument("--subnet", type=IPv4Network, default=DEFAULT_SUBNET)
     parser.add_argument("--api-port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--images", type=Path, default=Path("~/.viper/images").expanduser())
