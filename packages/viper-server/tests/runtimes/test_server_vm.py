@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -186,14 +188,19 @@ async def _scenario(server: Server) -> None:
 def test_server_runs_qemu_vms_end_to_end(
     e2e: None, netns: str, images: Path, tmp_path: Path
 ) -> None:
-    state = tmp_path / "state"
+    # A short state dir keeps the QMP sockets inside it (a unix socket path has 107 bytes).
+    state = Path(tempfile.mkdtemp(prefix="viper-e2e-")) / "state"
     server = Server(netns, state, images)
     try:
         call_in_netns(netns, lambda: asyncio.run(_scenario(server)))
+        server.stop()
+        assert "vtap-" not in run_in(netns, "ip", "-o", "link")
+        run_root = state / "run"
+        assert not run_root.exists() or list(run_root.iterdir()) == []
+        with sqlite3.connect(state / "state.db") as db:
+            assert db.execute("SELECT count(*) FROM ip_allocations").fetchone() == (0,)
     finally:
         server.stop()
-    assert "vtap-" not in run_in(netns, "ip", "-o", "link")
-    run_root = state / "run"
-    assert not run_root.exists() or list(run_root.iterdir()) == []
-    with sqlite3.connect(state / "state.db") as db:
-        assert db.execute("SELECT count(*) FROM ip_allocations").fetchone() == (0,)
+        if server.log.exists():  # kept with the test's other output
+            shutil.copy(server.log, tmp_path / "server.log")
+        shutil.rmtree(state.parent, ignore_errors=True)
