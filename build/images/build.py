@@ -76,7 +76,10 @@ def own_inputs(stage: str) -> list[object]:
     if stage == "initrd":
         return [*common, recipe.MODULES, recipe.file_digest(Path(stages.__file__))]
     if stage == "base":
-        return [*common, recipe.SUITE, recipe.MIRRORS, recipe.PACKAGES, recipe.DPKG_EXCLUDES,
+        # VIPER_IMAGE_EPOCH (e.g. the ISO week in CI) forces a fresh mmdebstrap now and then, so
+        # Debian security updates (Chromium!) reach the image although the recipe did not change.
+        epoch = os.environ.get("VIPER_IMAGE_EPOCH", "")
+        return [*common, epoch, recipe.SUITE, recipe.MIRRORS, recipe.PACKAGES, recipe.DPKG_EXCLUDES,
                 recipe.SLIM]  # fmt: skip
     if stage == "wheels":
         return [*common, *(recipe.tree_digest(p) for p in recipe.AGENT_SOURCES)]
