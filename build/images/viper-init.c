@@ -587,6 +587,8 @@ static pid_t start_agent(const struct config *c) {
         sigemptyset(&all);
         sigprocmask(SIG_SETMASK, &all, NULL);
         setsid();
+        int null = open("/dev/null", O_RDONLY);
+        if (null > 0) dup2(null, STDIN_FILENO), close(null); /* keep serial input away from it */
         if (chdir("/root") != 0 && chdir("/") != 0) _exit(126);
         execve(argv[0], (char *const *)argv, (char *const *)envp);
         say("exec %s: %s", argv[0], strerror(errno));
@@ -607,7 +609,9 @@ static void poweroff_now(void) {
 
 static void shutdown_all(const struct config *c, const char *why) {
     say("shutdown requested (%s): stopping the agent", why);
-    if (agent_pid > 0) kill(-agent_pid, SIGTERM), kill(agent_pid, SIGTERM);
+    /* Only the agent: it stops Chromium itself (and would take a SIGTERMed Chromium for a
+     * crash). Whatever is left after the timeout gets SIGKILL below. */
+    if (agent_pid > 0) kill(agent_pid, SIGTERM);
     double deadline = uptime() + c->stop_timeout;
     while (agent_pid > 0 && uptime() < deadline) {
         int st;

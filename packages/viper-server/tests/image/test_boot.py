@@ -105,7 +105,7 @@ def test_boots_to_a_healthy_agent_and_powers_off_on_the_power_button(
         while health is None and time.monotonic() < deadline and guest.proc.poll() is None:
             try:
                 url = f"http://127.0.0.1:{guest.port}/v1/health"
-                with urllib.request.urlopen(url, timeout=5) as r:
+                with urllib.request.urlopen(url, timeout=2) as r:
                     health = json.loads(r.read())
             except OSError:
                 time.sleep(0.5)
