@@ -227,6 +227,8 @@ def install(
     """Puts the artefacts, SHA256SUMS and manifest.json in `dest`; manifest.json goes last."""
     dest.mkdir(parents=True, exist_ok=True)
     for name, rel in files.items():
+        if (dest / name).exists() and os.path.samefile(work / rel, dest / name):
+            continue  # already this very file (rename(2) of a link onto itself is a no-op)
         tmp = dest / f".{name}.tmp"
         tmp.unlink(missing_ok=True)
         try:
