@@ -29,7 +29,14 @@ from viper_server import kvm
 from viper_server.config import ServerConfig
 from viper_server.hypervisors.base import AdoptSpec, LaunchSpec, VMProcess
 from viper_server.hypervisors.ch_api import CHAPIError, CloudHypervisorAPI
-from viper_server.hypervisors.hostproc import HostProcess, pid_alive, pid_cmdline, spawn, tail_lines
+from viper_server.hypervisors.hostproc import (
+    HostProcess,
+    HostVMProcess,
+    pid_alive,
+    pid_cmdline,
+    spawn,
+    tail_lines,
+)
 from viper_server.hypervisors.sockpath import socket_path
 
 logger = logging.getLogger(__name__)
@@ -108,8 +115,8 @@ def ch_command(spec: LaunchSpec, options: CloudHypervisorOptions) -> list[str]:
     ]  # fmt: skip
 
 
-class CloudHypervisorVM:
-    """A `VMProcess`: one Cloud Hypervisor process and its API client."""
+class CloudHypervisorVM(HostVMProcess):
+    """A `VMProcess`: one Cloud Hypervisor process and its API client; the agent is in the guest."""
 
     def __init__(
         self,
@@ -121,54 +128,15 @@ class CloudHypervisorVM:
         vmm_log: Path,
         powerdown_timeout: float,
     ) -> None:
-        self._proc = proc
-        self._command = list(command)
-        self._agent_url = agent_url
+        super().__init__(proc, command=command, agent_url=agent_url)
         self.api = api
         self._vmm_log = vmm_log
         self._powerdown_timeout = powerdown_timeout
 
     @property
-    def pid(self) -> int:
-        """The VMM's PID."""
-        return self._proc.pid
-
-    @property
-    def command(self) -> list[str]:
-        """The VMM argv, as /proc shows it."""
-        return list(self._command)
-
-    @property
-    def agent_url(self) -> str:
-        """`http://<guest ip>:<agent port>`."""
-        return self._agent_url
-
-    @property
     def api_socket(self) -> Path | None:
         """The Cloud Hypervisor API socket."""
         return self.api.socket_path
-
-    @property
-    def returncode(self) -> int | None:
-        """The exit status once gone (None while running, or when adopted)."""
-        return self._proc.returncode
-
-    @property
-    def exited(self) -> bool:
-        """True once the VMM is gone."""
-        return self._proc.exited
-
-    async def wait(self) -> int:
-        """Wait for the VMM to exit; see `HostProcess.wait`."""
-        return await self._proc.wait()
-
-    async def _wait_for(self, timeout: float) -> bool:
-        try:
-            async with asyncio.timeout(timeout):
-                await self._proc.wait()
-        except TimeoutError:
-            return False
-        return True
 
     async def shutdown(self, *, hard: bool = False, timeout: float = 10.0) -> int:
         """Power button, then `vm.shutdown` + `vmm.shutdown`, then SIGTERM, SIGKILL. Idempotent."""
@@ -195,8 +163,8 @@ class CloudHypervisorVM:
         return [*(f"[vmm] {line}" for line in vmm), *self._proc.output_tail(lines)][-lines:]
 
     def detach(self) -> None:
-        """Stop watching, leave the VMM running (for a later server to adopt)."""
-        self._proc.close()
+        """Stop watching, leave the VMM running (for a later server to adopt); close the API."""
+        super().detach()
         task = asyncio.get_running_loop().create_task(self.api.close())
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 

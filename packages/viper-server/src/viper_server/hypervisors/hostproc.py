@@ -7,10 +7,15 @@ must be able to leave VMs running across a server restart and adopt them later. 
 noticed through a pidfd in the event loop (instantly, for children and adopted processes
 alike); children are reaped for their exit status, adopted processes (not our children)
 report an unknown status (`returncode` stays None).
+
+`HostVMProcess` is the part of `base.VMProcess` that every runtime shares: it holds the
+`HostProcess`, the stored command line and the agent URL. Each runtime subclasses it and adds
+only what differs (its control socket, its shutdown sequence).
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import logging
@@ -187,3 +192,71 @@ class HostProcess:
     def output_tail(self, lines: int = 20) -> list[str]:
         """The last lines the process wrote."""
         return tail_lines(self.log_path, lines)
+
+
+class HostVMProcess(abc.ABC):
+    """The members of `VMProcess` that are the same for every runtime, over one `HostProcess`.
+
+    Subclasses implement `api_socket` and `shutdown`, and extend `output_tail` or `detach`
+    where they have more to show or to close.
+    """
+
+    def __init__(self, proc: HostProcess, *, command: list[str], agent_url: str) -> None:
+        self._proc = proc
+        self._command = list(command)
+        self._agent_url = agent_url
+
+    @property
+    def pid(self) -> int:
+        """The PID of the VMM (or agent) process, which is also its process group id."""
+        return self._proc.pid
+
+    @property
+    def command(self) -> list[str]:
+        """The exact command line, as /proc shows it (a copy)."""
+        return list(self._command)
+
+    @property
+    def agent_url(self) -> str:
+        """Base URL of the VM's agent as the server reaches it."""
+        return self._agent_url
+
+    @property
+    @abc.abstractmethod
+    def api_socket(self) -> Path | None:
+        """The VMM control socket, if the runtime has one."""
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once gone (None while running, or when adopted)."""
+        return self._proc.returncode
+
+    @property
+    def exited(self) -> bool:
+        """True once the process is gone."""
+        return self._proc.exited
+
+    async def wait(self) -> int:
+        """Wait for the process to exit; see `HostProcess.wait`."""
+        return await self._proc.wait()
+
+    async def _wait_for(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the exit; True if the process is gone by then."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._proc.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    @abc.abstractmethod
+    async def shutdown(self, *, hard: bool = False, timeout: float = 10.0) -> int:
+        """Stop the VM the runtime's way, then kill and reap; see `VMProcess.shutdown`."""
+
+    def output_tail(self, lines: int = 20) -> list[str]:
+        """The last lines the process (and, in a VM, the serial console) wrote."""
+        return self._proc.output_tail(lines)
+
+    def detach(self) -> None:
+        """Stop watching, leave the process running (for a later server to adopt)."""
+        self._proc.close()

@@ -23,7 +23,13 @@ from viper_protocol.errors import LaunchFailed
 from viper_protocol.models.vms import RuntimeName
 from viper_server.config import ServerConfig
 from viper_server.hypervisors.base import AdoptSpec, LaunchSpec, VMProcess
-from viper_server.hypervisors.hostproc import HostProcess, pid_alive, pid_cmdline, spawn
+from viper_server.hypervisors.hostproc import (
+    HostProcess,
+    HostVMProcess,
+    pid_alive,
+    pid_cmdline,
+    spawn,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +51,8 @@ def agent_tmp_dir(vm_id: str) -> Path:
     return Path(tempfile.gettempdir()) / f"viper-{vm_id[:16]}"
 
 
-class AgentProcess:
-    """A `VMProcess`: one agent process (group) on a loopback port."""
+class AgentProcess(HostVMProcess):
+    """A `VMProcess`: one agent process (group) on a loopback port, `http://127.0.0.1:<port>`."""
 
     def __init__(
         self,
@@ -56,44 +62,13 @@ class AgentProcess:
         agent_url: str,
         tmp_dir: Path | None = None,
     ) -> None:
-        self._proc = proc
-        self._command = list(command)
-        self._agent_url = agent_url
+        super().__init__(proc, command=command, agent_url=agent_url)
         self._tmp_dir = tmp_dir
-
-    @property
-    def pid(self) -> int:
-        """The agent's PID (also its process group id)."""
-        return self._proc.pid
-
-    @property
-    def command(self) -> list[str]:
-        """The exact command line, as /proc shows it."""
-        return list(self._command)
-
-    @property
-    def agent_url(self) -> str:
-        """`http://127.0.0.1:<port>`."""
-        return self._agent_url
 
     @property
     def api_socket(self) -> Path | None:
         """None: an agent process has no VMM control socket."""
         return None
-
-    @property
-    def returncode(self) -> int | None:
-        """The exit status once gone (None while running, or when adopted)."""
-        return self._proc.returncode
-
-    @property
-    def exited(self) -> bool:
-        """True once the process is gone."""
-        return self._proc.exited
-
-    async def wait(self) -> int:
-        """Wait for the agent to exit; see `HostProcess.wait`."""
-        return await self._proc.wait()
 
     async def shutdown(self, *, hard: bool = False, timeout: float = 10.0) -> int:
         """SIGTERM the agent (unless `hard`), wait up to `timeout`, then SIGKILL the group.
@@ -105,14 +80,6 @@ class AgentProcess:
         finally:
             if self._tmp_dir is not None and self._proc.exited:
                 await asyncio.to_thread(shutil.rmtree, self._tmp_dir, ignore_errors=True)
-
-    def output_tail(self, lines: int = 20) -> list[str]:
-        """The last lines the agent and Chromium wrote."""
-        return self._proc.output_tail(lines)
-
-    def detach(self) -> None:
-        """Stop watching, leave the process running (for a later server to adopt)."""
-        self._proc.close()
 
 
 class ProcessHypervisor:

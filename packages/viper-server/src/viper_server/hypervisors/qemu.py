@@ -42,7 +42,13 @@ from viper_server.hypervisors.accel import (
     resolve_accel,
 )
 from viper_server.hypervisors.base import AdoptSpec, LaunchSpec, VMProcess
-from viper_server.hypervisors.hostproc import HostProcess, pid_alive, pid_cmdline, spawn
+from viper_server.hypervisors.hostproc import (
+    HostProcess,
+    HostVMProcess,
+    pid_alive,
+    pid_cmdline,
+    spawn,
+)
 from viper_server.hypervisors.qmp import QMPClient, QMPError
 from viper_server.hypervisors.sockpath import socket_path
 
@@ -145,8 +151,8 @@ def qemu_command(spec: LaunchSpec, options: QemuOptions, accel: str) -> list[str
     ]  # fmt: skip
 
 
-class QemuVM:
-    """A `VMProcess`: one QEMU process and its QMP connection."""
+class QemuVM(HostVMProcess):
+    """A `VMProcess`: one QEMU process and its QMP connection; the agent is in the guest."""
 
     def __init__(
         self,
@@ -158,27 +164,10 @@ class QemuVM:
         qmp: QMPClient | None,
         powerdown_timeout: float,
     ) -> None:
-        self._proc = proc
-        self._command = list(command)
-        self._agent_url = agent_url
+        super().__init__(proc, command=command, agent_url=agent_url)
         self._qmp_path = qmp_path
         self._qmp = qmp
         self._powerdown_timeout = powerdown_timeout
-
-    @property
-    def pid(self) -> int:
-        """The QEMU process's PID."""
-        return self._proc.pid
-
-    @property
-    def command(self) -> list[str]:
-        """The QEMU argv, as /proc shows it."""
-        return list(self._command)
-
-    @property
-    def agent_url(self) -> str:
-        """`http://<guest ip>:<agent port>`."""
-        return self._agent_url
 
     @property
     def api_socket(self) -> Path | None:
@@ -186,23 +175,9 @@ class QemuVM:
         return self._qmp_path
 
     @property
-    def returncode(self) -> int | None:
-        """The exit status once gone (None while running, or when adopted)."""
-        return self._proc.returncode
-
-    @property
-    def exited(self) -> bool:
-        """True once QEMU is gone."""
-        return self._proc.exited
-
-    @property
     def qmp(self) -> QMPClient | None:
         """The QMP connection, if connected."""
         return self._qmp
-
-    async def wait(self) -> int:
-        """Wait for QEMU to exit; see `HostProcess.wait`."""
-        return await self._proc.wait()
 
     async def query_status(self) -> str | None:
         """The guest run state from QMP `query-status` (`running`, `paused`...), or None."""
@@ -213,14 +188,6 @@ class QemuVM:
         except (QMPError, ConnectionError, TimeoutError):
             return None
         return str(result.get("status")) if isinstance(result, dict) else None
-
-    async def _wait_for(self, timeout: float) -> bool:
-        try:
-            async with asyncio.timeout(timeout):
-                await self._proc.wait()
-        except TimeoutError:
-            return False
-        return True
 
     async def shutdown(self, *, hard: bool = False, timeout: float = 10.0) -> int:
         """Power the guest off (QMP), then `quit`, then SIGTERM, then SIGKILL. Idempotent.
@@ -244,13 +211,9 @@ class QemuVM:
         self._qmp_path.unlink(missing_ok=True)
         return code
 
-    def output_tail(self, lines: int = 20) -> list[str]:
-        """The last console lines (and QEMU's own messages)."""
-        return self._proc.output_tail(lines)
-
     def detach(self) -> None:
-        """Stop watching, leave QEMU running (for a later server to adopt)."""
-        self._proc.close()
+        """Stop watching, leave QEMU running (for a later server to adopt); close QMP."""
+        super().detach()
         if self._qmp is not None:
             task = asyncio.get_running_loop().create_task(self._qmp.close())
             task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
