@@ -30,7 +30,9 @@ MICROVM_PREFERENCE = (RuntimeName.CLOUD_HYPERVISOR, RuntimeName.QEMU)
 
 
 def image_info(images_dir: Path) -> ImageInfo:
-    """Whether the guest image is installed in `images_dir` (by its `manifest.json`)."""
+    """Whether the guest image is installed in `images_dir`: `manifest.json` parses and every
+    file it lists is there (their checksums are in SHA256SUMS beside it; hashing 750 MB at
+    every start would cost seconds, so only presence is checked here)."""
     manifest_path = images_dir / "manifest.json"
     if not manifest_path.is_file():
         return ImageInfo(present=False, path=str(images_dir), problem=f"{manifest_path} is missing")
@@ -39,6 +41,14 @@ def image_info(images_dir: Path) -> ImageInfo:
     except (OSError, ValueError, Exception) as exc:  # cattrs errors are Exceptions too
         return ImageInfo(
             present=False, path=str(images_dir), problem=f"{manifest_path} is invalid: {exc}"
+        )
+    missing = sorted(name for name in manifest.files if not (images_dir / name).is_file())
+    if missing:
+        return ImageInfo(
+            present=False,
+            path=str(images_dir),
+            manifest=manifest,
+            problem=f"listed in manifest.json but missing: {', '.join(missing)}",
         )
     return ImageInfo(present=True, path=str(images_dir), manifest=manifest)
 
