@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--images", help="guest image directory (VIPER_IMAGES, default <state-dir>/images)")
     add("--api-key", help="require this bearer token on every route but /healthz (VIPER_API_KEY)")
     add(
+        "--accel",
+        choices=["auto", "kvm", "tcg"],
+        help="QEMU accelerator: auto probes whether KVM really runs guests at speed "
+        "(VIPER_ACCEL, default auto)",
+    )
+    add(
         "--stop-vms-on-exit",
         action="store_true",
         default=None,
@@ -82,6 +88,7 @@ def load_config(args: argparse.Namespace) -> ServerConfig:
         images=args.images,
         api_key=args.api_key,
         stop_vms_on_exit=args.stop_vms_on_exit,
+        accel=args.accel,
     )
 
 

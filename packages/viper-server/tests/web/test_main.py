@@ -72,6 +72,15 @@ def test_flags_win_over_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert config.runtime == "process"
 
 
+def test_accel_flag_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_config(build_parser().parse_args([])).accel == "auto"
+    monkeypatch.setenv("VIPER_ACCEL", "kvm")
+    assert load_config(build_parser().parse_args([])).accel == "kvm"
+    assert load_config(build_parser().parse_args(["--accel", "tcg"])).accel == "tcg"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--accel", "hvf"])
+
+
 @pytest.mark.parametrize(
     ("host", "loopback"),
     [("127.0.0.1", True), ("127.3.2.1", True), ("::1", True), ("localhost", True),

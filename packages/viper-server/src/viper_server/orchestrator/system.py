@@ -13,8 +13,17 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import attrs
+
 from viper_protocol.converter import converter
-from viper_protocol.models.system import Capacity, ImageInfo, ImageManifest, RuntimeInfo, SystemInfo
+from viper_protocol.models.system import (
+    Capacity,
+    ImageInfo,
+    ImageManifest,
+    KVMInfo,
+    RuntimeInfo,
+    SystemInfo,
+)
 from viper_protocol.models.vms import RuntimeName, VMStatus
 from viper_server import __version__, kvm
 from viper_server.config import RuntimeChoice, ServerConfig
@@ -51,6 +60,16 @@ def image_info(images_dir: Path) -> ImageInfo:
             problem=f"listed in manifest.json but missing: {', '.join(missing)}",
         )
     return ImageInfo(present=True, path=str(images_dir), manifest=manifest)
+
+
+def _kvm_info(config: ServerConfig) -> KVMInfo:
+    """The probe's verdict, with the accelerator QEMU will use (`--accel` overrides it)."""
+    probe = kvm.probe_kvm()
+    if config.accel == "auto" or config.accel == probe.accel:
+        return probe
+    return attrs.evolve(
+        probe, accel=config.accel, detail=f"forced by --accel {config.accel}; probe: {probe.detail}"
+    )
 
 
 def pick_default_runtime(
@@ -123,7 +142,7 @@ async def system_info(engine: Engine) -> SystemInfo:
     total, available_mb = _meminfo()
     return SystemInfo(
         version=__version__,
-        kvm=kvm.probe_kvm(),
+        kvm=_kvm_info(config),
         runtimes=runtimes,
         default_runtime=engine.default_runtime,
         image=image_info(config.images_dir),
