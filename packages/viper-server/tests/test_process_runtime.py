@@ -7,6 +7,7 @@ Covers create -> running -> delete leaving nothing behind, an agent crash report
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -245,3 +246,29 @@ async def test_server_sigkill_then_adopt_or_crash(config: ServerConfig, tmp_path
             await child.wait()
         for pid in pids.values():
             kill_quietly(pid)
+
+
+async def test_agent_tmp_dir_is_removed_even_while_something_still_writes(tmp_path: Path) -> None:
+    from viper_server.hypervisors.process import remove_tmp_dir
+
+    target = tmp_path / "viper-0123456789abcdef"
+    profile = target / "viper-agent-profile-x"
+    profile.mkdir(parents=True)
+    stop = asyncio.Event()
+
+    async def writer() -> None:
+        # Like a Chromium that outlives its agent for a moment: it recreates files in its
+        # profile, then exits and removes its own lock file.
+        n = 0
+        while not stop.is_set():
+            with contextlib.suppress(OSError):  # fails once the profile dir is gone
+                (profile / f"f{n}").write_text("x")
+            n += 1
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(writer())
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.5, stop.set)
+    await remove_tmp_dir(target, attempts=30, pause=0.1)
+    await task
+    assert not target.exists()

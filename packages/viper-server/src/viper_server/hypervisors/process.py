@@ -79,7 +79,28 @@ class AgentProcess(HostVMProcess):
             return await self._proc.stop(hard=hard, timeout=timeout)
         finally:
             if self._tmp_dir is not None and self._proc.exited:
-                await asyncio.to_thread(shutil.rmtree, self._tmp_dir, ignore_errors=True)
+                await remove_tmp_dir(self._tmp_dir)
+
+
+async def remove_tmp_dir(path: Path, *, attempts: int = 15, pause: float = 0.2) -> None:
+    """Remove an agent's TMPDIR, retrying while something still writes into it.
+
+    When the agent is killed outright, its Chromium outlives it for a moment (it dies with its
+    parent, not with the agent's process group) and keeps creating and deleting files in the
+    profile beneath this directory; one `rmtree` then races it and can leave an empty profile
+    directory behind. A few retries outlast that.
+    """
+    for _ in range(attempts):
+        if not await asyncio.to_thread(_rmtree_still_there, path):
+            return
+        await asyncio.sleep(pause)
+    logger.warning("could not remove %s: something keeps writing into it", path)
+
+
+def _rmtree_still_there(path: Path) -> bool:
+    """Remove `path`; True while it still exists afterwards."""
+    shutil.rmtree(path, ignore_errors=True)
+    return path.exists()
 
 
 class ProcessHypervisor:
@@ -158,7 +179,7 @@ class ProcessHypervisor:
         try:
             pid = spawn(command, log_path=spec.log_path, env=env)
         except OSError as exc:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
+            await remove_tmp_dir(tmp_dir)
             raise LaunchFailed(
                 f"cannot run the agent: {exc.strerror or exc}", command=command
             ) from exc
@@ -169,7 +190,7 @@ class ProcessHypervisor:
         except TimeoutError:
             pass
         else:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
+            await remove_tmp_dir(tmp_dir)
             raise LaunchFailed(
                 f"the agent exited at once with status {code}",
                 exit_code=code,
@@ -203,7 +224,7 @@ class ProcessHypervisor:
 
     async def cleanup(self, vm_id: str) -> None:
         """Remove what a VM of this runtime may have left on the host (its temp directory)."""
-        await asyncio.to_thread(shutil.rmtree, agent_tmp_dir(vm_id), ignore_errors=True)
+        await remove_tmp_dir(agent_tmp_dir(vm_id))
 
 
 def create(config: ServerConfig) -> ProcessHypervisor:
