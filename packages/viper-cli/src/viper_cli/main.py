@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
@@ -82,4 +81,4 @@ def register_commands() -> None:
 
 register_commands()
 
-__all__ = ["ClientContext", "cli", "coroutine_command", "os", "pass_client"]
+__all__ = ["ClientContext", "cli", "coroutine_command", "pass_client"]

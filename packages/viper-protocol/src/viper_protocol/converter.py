@@ -20,7 +20,7 @@ from types import UnionType
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import attrs
-from cattrs import BaseValidationError, ForbiddenExtraKeysError
+from cattrs import ForbiddenExtraKeysError
 from cattrs.cols import list_structure_factory, mapping_structure_factory
 from cattrs.errors import ClassValidationError, IterableValidationError, IterableValidationNote
 from cattrs.gen import make_dict_structure_fn
@@ -365,5 +365,3 @@ converter = make_converter(forbid_extra_keys=False)
 
 strict_converter = make_converter(forbid_extra_keys=True)
 """The strict converter for reading input (server and agent request bodies)."""
-
-is_validation_error = BaseValidationError

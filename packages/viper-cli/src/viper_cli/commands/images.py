@@ -21,7 +21,6 @@ from viper_cli.output import print_fields, print_json, print_table
 
 BUILD_SCRIPT = Path("build") / "images" / "build.py"
 INSTALLED_SOURCE = Path("/opt/viper/src")
-IMAGE_FILES = ("vmlinuz", "vmlinux-x86_64", "initrd.img", "rootfs.ext4")
 
 
 def default_images_dir() -> Path:
